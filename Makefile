@@ -1,0 +1,55 @@
+# One place for every command; CI (.ci/run) calls these targets verbatim.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.13.0: a CPU build where a local wheel exists, otherwise PyPI's default (CUDA) build.
+# Override for another build, e.g. `make install TORCH_SPEC=torch`.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+PROTO_FILES := protos/lossd/v1/loss_service.proto
+PROTOC = $(BIN)/python -m grpc_tools.protoc -Iprotos
+
+.PHONY: install serve test lint protos check-protos readme check-readme gpu-check clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test,dev]"
+	touch $@
+
+serve: install
+	$(BIN)/lossd serve
+
+test: install check-protos lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+# Regenerate the Python stubs from the .proto (the only way they are ever changed).
+protos: install
+	$(PROTOC) --python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTO_FILES)
+
+# Fails when the committed stubs differ from a fresh generation.
+check-protos: install
+	@tmp=$$(mktemp -d) && \
+	$(PROTOC) --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTO_FILES) && \
+	for f in $$tmp/lossd/v1/*_pb2*; do \
+	  diff -u "protos/lossd/v1/$$(basename $$f)" "$$f" >/dev/null || \
+	  { echo "stale stub: protos/lossd/v1/$$(basename $$f) differs from a fresh generation; run 'make protos'"; \
+	    rm -rf $$tmp; exit 1; }; \
+	done; rm -rf $$tmp; echo "stubs match $(PROTO_FILES)"
+
+# Rewrite the README's loss table from the registry.
+readme: install
+	$(BIN)/python tests/readme_table.py --write
+
+# The cuda-marked tests (they skip cleanly without CUDA), including the end-to-end GPU smoke test.
+gpu-check: install
+	$(BIN)/python -m pytest -m cuda -v $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

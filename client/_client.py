@@ -1,0 +1,149 @@
+"""The synchronous lossd client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+
+from lossd.client._codec import decode_array, encode_array, encode_param, split_arguments
+from lossd.client._errors import from_rpc_error
+from lossd.v1 import loss_service_pb2 as pb
+from lossd.v1 import loss_service_pb2_grpc as pb_grpc
+
+Value = float | np.ndarray
+
+
+class LossClient:
+    """A connection to a lossd server.
+
+    Keyword arguments of :meth:`compute` and :meth:`gradient` that are numpy arrays or torch tensors
+    are sent as inputs (by role name); Python numbers, bools, strings and lists are parameters.
+    Arrays come back read-only (views of the reply's bytes); ``.copy()`` one to write to it.
+
+    >>> with LossClient("localhost:50051") as c:  # doctest: +SKIP
+    ...     c.compute("huber", input=pred, target=y, delta=1.0)
+    """
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        timeout: float | None = 30.0,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        max_message_mb: float = 64.0,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Open a channel to ``target`` (``host:port``).
+
+        ``timeout`` is the default per-call deadline in seconds (None: wait forever). TLS is used when
+        ``tls`` is true or any certificate is given (``root_certificates`` to trust a private CA,
+        ``client_certificate``/``client_key`` for mutual TLS), or pass ready ``credentials``. ``token``
+        is sent as ``authorization: Bearer <token>`` on every call.
+        """
+        limit = int(max_message_mb * 1024 * 1024)
+        channel_options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+                           *options]
+        if credentials is None and (tls or root_certificates or client_certificate or client_key):
+            credentials = grpc.ssl_channel_credentials(root_certificates, client_key, client_certificate)
+        if credentials is not None:
+            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=channel_options)
+        self._stub = pb_grpc.LossServiceStub(self._channel)
+        self._timeout = timeout
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def compute(
+        self,
+        loss: str,
+        /,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        reduction: str = "",
+        timeout: float | None = None,
+        **arguments: Any,
+    ) -> Value:
+        """The loss: a float for reductions to a scalar ("mean", "sum"), an array for "none".
+
+        Raises a :class:`LossError` subclass when the server refuses or the call fails.
+        """
+        request = pb.ComputeRequest(loss=loss, reduction=reduction)
+        self._fill(request, inputs, params, arguments)
+        response = self._call(self._stub.Compute, request, timeout)
+        return _value(response.loss, response.reduction)
+
+    def gradient(
+        self,
+        loss: str,
+        /,
+        *,
+        wrt: Iterable[str] = (),
+        grad_output: Any = None,
+        inputs: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        reduction: str = "",
+        timeout: float | None = None,
+        **arguments: Any,
+    ) -> tuple[Value, dict[str, np.ndarray]]:
+        """The loss and its gradients: ``(value, {role: d loss / d role})``.
+
+        ``wrt`` names the roles to differentiate (default: the loss's prediction, ``input``).
+        ``grad_output`` (shaped like the loss) makes it a vector-Jacobian product; ones by default.
+        """
+        request = pb.GradientRequest(loss=loss, reduction=reduction, wrt=list(wrt))
+        if grad_output is not None:
+            request.grad_output.CopyFrom(encode_array(np.asarray(grad_output) if not hasattr(grad_output, "detach")
+                                                      else grad_output))
+        self._fill(request, inputs, params, arguments)
+        response = self._call(self._stub.Gradient, request, timeout)
+        grads = {role: decode_array(t) for role, t in response.gradients.items()}
+        return _value(response.loss, response.reduction), grads
+
+    def list_losses(self, *, timeout: float | None = None) -> list[pb.LossInfo]:
+        """Every loss the server offers, with roles, parameters and reductions."""
+        return list(self._call(self._stub.ListLosses, pb.ListLossesRequest(), timeout).losses)
+
+    def describe(self, loss: str, *, timeout: float | None = None) -> pb.LossInfo:
+        """The description of one loss, by any of its names."""
+        return self._call(self._stub.ListLosses, pb.ListLossesRequest(name=loss), timeout).losses[0]
+
+    def close(self) -> None:
+        """Close the channel; calls in progress are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> LossClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _fill(self, request: Any, inputs: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
+              arguments: Mapping[str, Any]) -> None:
+        kw_inputs, kw_params = split_arguments(arguments)
+        for role, value in {**(inputs or {}), **kw_inputs}.items():
+            request.inputs[role].CopyFrom(encode_array(value))
+        for name, value in {**(params or {}), **kw_params}.items():
+            request.params[name].CopyFrom(encode_param(name, value))
+
+    def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=timeout if timeout is not None else self._timeout,
+                          metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+
+def _value(msg: pb.Tensor, reduction: str) -> Value:
+    array = decode_array(msg)
+    return array if reduction == "none" else float(array)

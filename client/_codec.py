@@ -1,0 +1,94 @@
+"""numpy arrays (and torch tensors, when the caller has torch) ↔ wire ``Tensor`` messages.
+
+torch is never imported here: a torch tensor is recognised by its type's module and converted
+through its own ``.numpy()``, so the client runs where torch is not installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from lossd.v1 import loss_service_pb2 as pb
+
+_NUMPY_TO_WIRE: dict[np.dtype[Any], int] = {
+    np.dtype(np.float32): pb.DTYPE_FLOAT32,
+    np.dtype(np.float64): pb.DTYPE_FLOAT64,
+    np.dtype(np.float16): pb.DTYPE_FLOAT16,
+    np.dtype(np.int64): pb.DTYPE_INT64,
+    np.dtype(np.int32): pb.DTYPE_INT32,
+    np.dtype(np.bool_): pb.DTYPE_BOOL,
+    np.dtype(np.uint8): pb.DTYPE_UINT8,
+}
+_WIRE_TO_NUMPY = {v: k for k, v in _NUMPY_TO_WIRE.items()}
+
+
+def is_tensor_like(value: Any) -> bool:
+    """True for numpy arrays and torch tensors (which become inputs); False for parameter values."""
+    return isinstance(value, np.ndarray) or _is_torch_tensor(value)
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
+
+
+def encode_array(value: Any) -> pb.Tensor:
+    """A ``Tensor`` message (raw little-endian bytes) for a numpy array or torch tensor."""
+    if _is_torch_tensor(value):
+        t = value.detach().cpu().contiguous()
+        if str(t.dtype) == "torch.bfloat16":
+            import torch  # the caller handed us a torch tensor, so torch is importable
+
+            # numpy has no bfloat16: send its 16-bit patterns as they are.
+            bits = t.view(torch.int16).numpy()
+            return pb.Tensor(dtype=pb.DTYPE_BFLOAT16, shape=list(t.shape), raw_data=bits.astype("<i2").tobytes())
+        value = t.numpy()
+    array = np.asarray(value)
+    wire = _NUMPY_TO_WIRE.get(array.dtype.newbyteorder("="))
+    if wire is None:
+        supported = ", ".join(str(d) for d in _NUMPY_TO_WIRE)
+        raise TypeError(f"cannot send an array of dtype {array.dtype}; supported: {supported}, torch.bfloat16")
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return pb.Tensor(dtype=wire, shape=list(array.shape), raw_data=np.ascontiguousarray(little).tobytes())
+
+
+def decode_array(msg: pb.Tensor) -> np.ndarray:
+    """A read-only numpy view of a ``Tensor`` message (bfloat16 comes back as float32)."""
+    shape = tuple(msg.shape)
+    if msg.dtype == pb.DTYPE_BFLOAT16:
+        if msg.raw_data:
+            bits = np.frombuffer(msg.raw_data, dtype="<u2").astype(np.uint32) << 16
+            return bits.view(np.float32).reshape(shape)
+        return np.asarray(msg.float_val, dtype=np.float32).reshape(shape)
+    dtype = _WIRE_TO_NUMPY[msg.dtype]
+    if msg.raw_data:
+        return np.frombuffer(msg.raw_data, dtype=dtype.newbyteorder("<")).reshape(shape)
+    for values in (msg.float_val, msg.double_val, msg.int64_val, msg.bool_val):
+        if len(values):
+            return np.asarray(values, dtype=dtype).reshape(shape)
+    return np.zeros(shape, dtype=dtype)
+
+
+def encode_param(name: str, value: Any) -> pb.ParamValue:
+    """A Python scalar, string, bool or list of numbers as a ``ParamValue``."""
+    if isinstance(value, (bool, np.bool_)):
+        return pb.ParamValue(flag=bool(value))
+    if isinstance(value, (int, np.integer)):
+        return pb.ParamValue(integer=int(value))
+    if isinstance(value, (float, np.floating)):
+        return pb.ParamValue(number=float(value))
+    if isinstance(value, str):
+        return pb.ParamValue(text=value)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, np.number)) for v in value):
+        return pb.ParamValue(numbers=pb.DoubleList(values=[float(v) for v in value]))
+    raise TypeError(f"parameter {name!r}: cannot send {type(value).__name__}; use a number, bool, string or "
+                    "list of numbers (arrays and tensors are inputs)")
+
+
+def split_arguments(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keyword arguments split into tensor inputs (arrays, tensors) and parameters (everything else)."""
+    inputs = {k: v for k, v in kwargs.items() if is_tensor_like(v)}
+    params = {k: v for k, v in kwargs.items() if k not in inputs}
+    return inputs, params

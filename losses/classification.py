@@ -1,0 +1,162 @@
+"""Classification losses over logits: softmax cross-entropy and sigmoid binary cross-entropy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lossd.losses import checks
+from lossd.losses.errors import invalid
+from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
+
+_CE_RULE = "(N, C), (N, C, d1, ..., dk) or unbatched (C,)"
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Softmax cross-entropy between logits and class indices (or class probabilities).
+
+    With index targets y and class weights w (ones when absent), per element::
+
+        l_i = -w[y_i] * log_softmax(input_i)[y_i]
+        mean = sum_i l_i / sum_i w[y_i]        (elements whose y_i == ignore_index are skipped)
+
+    With probability targets p: ``l_i = -sum_c w_c p_ic log_softmax(input_i)_c`` and "mean" is a plain
+    mean over N*d1*...*dk. ``label_smoothing`` eps mixes the target with the uniform distribution:
+    (1 - eps) * target + eps / C (torch's convention).
+
+    Shapes: input (N, C, d1..dk) or (C,); target (N, d1..dk) or () of indices, or input's shape of
+    probabilities; weight (C,); output () or (N, d1..dk) with reduction "none".
+    """
+    return F.cross_entropy(
+        input, target, weight=weight, reduction=reduction,
+        ignore_index=ignore_index, label_smoothing=label_smoothing,
+    )
+
+
+def _check_cross_entropy(tensors: Tensors, params: Params) -> None:
+    logits, target = tensors["input"], tensors["target"]
+    checks.min_ndim(logits, "input", 1, _CE_RULE)
+    num_classes = logits.shape[1] if logits.dim() >= 2 else logits.shape[0]
+    if num_classes < 1:
+        raise invalid("inputs[input]", f"has {num_classes} classes along the class dimension; expected C >= 1")
+    if target.is_floating_point():
+        checks.same_shape(tensors, "target", "input")
+        if params["ignore_index"] != -100:
+            raise invalid("params[ignore_index]", "applies only to class-index targets; "
+                          "this target holds probabilities")
+    else:
+        expected = (logits.shape[0], *logits.shape[2:]) if logits.dim() >= 2 else ()
+        if tuple(target.shape) != expected:
+            raise invalid("inputs[target]", f"shape {checks.shape_text(target.shape)} does not fit input "
+                          f"{checks.shape_text(logits.shape)}; expected {checks.shape_text(expected)} of class "
+                          "indices, or input's shape of probabilities")
+        checks.class_indices(target, "target", num_classes, params["ignore_index"])
+    weight = tensors.get("weight")
+    if weight is not None:
+        if tuple(weight.shape) != (num_classes,):
+            raise invalid("inputs[weight]", f"shape {checks.shape_text(weight.shape)}; expected ({num_classes},), "
+                          "one weight per class")
+        checks.non_negative(weight, "weight")
+
+
+def _cross_entropy_shape(tensors: Tensors, params: Params) -> tuple[int, ...]:
+    logits = tensors["input"]
+    return (logits.shape[0], *logits.shape[2:]) if logits.dim() >= 2 else ()
+
+
+def bce_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    pos_weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Binary cross-entropy on logits x with targets t in [0, 1] (soft labels allowed)::
+
+        l_i = -w_i * (pw * t_i * log(sigmoid(x_i)) + (1 - t_i) * log(1 - sigmoid(x_i)))
+
+    computed in the numerically stable log-sum-exp form. ``pos_weight`` pw (broadcast along the last
+    dimension) scales the positive term; ``weight`` w rescales each element. "mean" is a plain mean over
+    all elements, weighted or not.
+    Shapes: input (*), target same as input, weight broadcastable to input, pos_weight (C,) or (1,)
+    where C is input's last dimension; output () or (*) with reduction "none".
+    """
+    return F.binary_cross_entropy_with_logits(input, target, weight=weight, pos_weight=pos_weight, reduction=reduction)
+
+
+def _check_bce(tensors: Tensors, params: Params) -> None:
+    logits = tensors["input"]
+    checks.same_shape(tensors, "target", "input")
+    checks.in_range(tensors["target"], "target", 0.0, 1.0)
+    weight = tensors.get("weight")
+    if weight is not None:
+        checks.broadcastable_to(weight, "weight", logits.shape, "input")
+        checks.finite(weight, "weight")
+    pos_weight = tensors.get("pos_weight")
+    if pos_weight is not None:
+        last = logits.shape[-1] if logits.dim() else 1
+        if pos_weight.dim() != 1 or pos_weight.shape[0] not in (1, last):
+            raise invalid("inputs[pos_weight]", f"shape {checks.shape_text(pos_weight.shape)}; expected ({last},) "
+                          "(one weight per class along input's last dimension) or (1,)")
+        checks.non_negative(pos_weight, "pos_weight")
+
+
+def _input_shape(tensors: Tensors, params: Params) -> tuple[int, ...]:
+    return tuple(tensors["input"].shape)
+
+
+SPECS = (
+    LossSpec(
+        name="cross_entropy",
+        summary="Softmax cross-entropy of logits against class indices or class probabilities.",
+        formula="l_i = -w[y_i] * log_softmax(input_i)[y_i]; mean = sum l_i / sum w[y_i] over non-ignored i",
+        fn=cross_entropy,
+        roles=(
+            Role("input", (Kind.FLOAT,), _CE_RULE, "unnormalized logits, classes along dim 1",
+                 differentiable=True),
+            Role("target", (Kind.INDEX, Kind.FLOAT), "(N, d1, ..., dk) or () class indices in [0, C) "
+                 "(or ignore_index); or input's shape of probabilities",
+                 "class indices, or class probabilities (float, then differentiable)", differentiable=True),
+            Role("weight", (Kind.FLOAT,), "(C,), >= 0", "per-class rescaling weight", required=False),
+        ),
+        check=_check_cross_entropy,
+        unreduced_shape=_cross_entropy_shape,
+        params=(
+            Param("ignore_index", ParamType.INT, -100, "class-index target value that is skipped (it adds "
+                  "nothing to the loss nor to the mean's denominator)"),
+            Param("label_smoothing", ParamType.FLOAT, 0.0, "eps: the target becomes (1 - eps) * target + eps / C",
+                  minimum=0.0, maximum=1.0),
+        ),
+        aliases=("CrossEntropyLoss", "ce", "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels"),
+        notes="Takes logits, as torch does (Keras' categorical_crossentropy takes probabilities by default and is "
+        "not an alias). label_smoothing follows torch (eps/C to every class), not the tutorial's eps/(C-1).",
+        category="classification",
+    ),
+    LossSpec(
+        name="bce_with_logits",
+        summary="Binary cross-entropy on logits (sigmoid + BCE in one stable step); multi-label ready.",
+        formula="l_i = -w_i * (pw * t_i * log(sigmoid(x_i)) + (1 - t_i) * log(1 - sigmoid(x_i)))",
+        fn=bce_with_logits,
+        roles=(
+            Role("input", (Kind.FLOAT,), "any shape (*)", "logits", differentiable=True),
+            Role("target", (Kind.FLOAT,), "same shape as input, values in [0, 1]", "labels or soft labels",
+                 differentiable=True),
+            Role("weight", (Kind.FLOAT,), "broadcastable to input", "per-element rescaling weight", required=False),
+            Role("pos_weight", (Kind.FLOAT,), "(C,) or (1,), C = input's last dimension, >= 0",
+                 "weight of positive examples per class", required=False),
+        ),
+        check=_check_bce,
+        unreduced_shape=_input_shape,
+        aliases=("BCEWithLogitsLoss", "binary_cross_entropy_with_logits", "sigmoid_binary_cross_entropy",
+                 "sigmoid_cross_entropy"),
+        notes="Takes logits (Keras' binary_crossentropy takes probabilities by default and is not an alias).",
+        category="classification",
+    ),
+)

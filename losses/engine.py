@@ -1,0 +1,61 @@
+"""Runs a validated request on a device: the loss, and optionally its vector-Jacobian product."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lossd.losses.validate import Prepared
+
+# Halves lose too much precision in reductions and softmax; compute them in float32 and answer in
+# the caller's dtype, as mixed-precision training does.
+_UPCAST = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+
+
+@dataclass(frozen=True)
+class Result:
+    """The loss and, for a Gradient call, one gradient per role in ``wrt`` (all on the CPU)."""
+
+    loss: torch.Tensor
+    gradients: dict[str, torch.Tensor]
+
+
+def _to_device(t: torch.Tensor, device: torch.device, integer_as_long: bool) -> torch.Tensor:
+    if t.is_floating_point():
+        t = t.to(_UPCAST.get(t.dtype, t.dtype))
+    elif integer_as_long and t.dtype != torch.bool:
+        t = t.to(torch.int64)
+    return t.to(device, non_blocking=True)
+
+
+def evaluate(prepared: Prepared, device: torch.device | str = "cpu") -> Result:
+    """Compute ``prepared`` on ``device``; gradients are d(sum(grad_output * loss))/d(role).
+
+    The loss and gradients come back on the CPU in the request's float dtype; a gradient with
+    respect to a role that does not affect the loss is zeros.
+    """
+    device = torch.device(device)
+    spec = prepared.spec
+    work: dict[str, torch.Tensor] = {}
+    for name, tensor in prepared.tensors.items():
+        t = _to_device(tensor, device, integer_as_long=True)
+        if name in prepared.wrt:
+            # A fresh leaf even when .to() returned the caller's tensor: never mark their tensor.
+            t = t.detach().requires_grad_(True)
+        work[name] = t
+    out_dtype = prepared.output_dtype
+    with torch.set_grad_enabled(bool(prepared.wrt)):
+        loss = spec.fn(**work, **prepared.params, reduction=prepared.reduction)
+    grads: dict[str, torch.Tensor] = {}
+    if prepared.wrt:
+        if prepared.grad_output is not None:
+            upstream = _to_device(prepared.grad_output, device, integer_as_long=False).to(loss.dtype)
+        else:
+            upstream = torch.ones_like(loss)
+        leaves = [work[r] for r in prepared.wrt]
+        found = torch.autograd.grad(loss, leaves, grad_outputs=upstream, allow_unused=True)
+        for role, leaf, g in zip(prepared.wrt, leaves, found, strict=True):
+            g = torch.zeros_like(leaf) if g is None else g
+            grads[role] = g.detach().to("cpu", dtype=prepared.tensors[role].dtype)
+    return Result(loss.detach().to("cpu", dtype=out_dtype), grads)

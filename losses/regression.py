@@ -1,0 +1,106 @@
+"""Elementwise regression losses: mean squared error, mean absolute error, Huber.
+
+Each compares a prediction ``input`` with a ``target`` of exactly the same shape, element by element,
+then reduces: "mean" (default) averages over every element, "sum" adds them, "none" keeps the shape.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lossd.losses import checks
+from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
+
+_INPUT = Role("input", (Kind.FLOAT,), "any shape (*)", "prediction", differentiable=True)
+_TARGET = Role("target", (Kind.FLOAT,), "same shape as input", "ground truth", differentiable=True)
+
+
+def _check_pair(tensors: Tensors, params: Params) -> None:
+    checks.same_shape(tensors, "target", "input")
+
+
+def _input_shape(tensors: Tensors, params: Params) -> tuple[int, ...]:
+    return tuple(tensors["input"].shape)
+
+
+def mse(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Mean squared error: ``l_i = (input_i - target_i)^2``.
+
+    Shapes: input (*), target same as input; output () or (*) with reduction "none".
+
+    >>> float(mse(torch.tensor([1.0, 2.0]), torch.tensor([1.5, 3.0])))
+    0.625
+    """
+    return F.mse_loss(input, target, reduction=reduction)
+
+
+def mae(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Mean absolute error (L1): ``l_i = |input_i - target_i|``; its gradient at 0 is 0.
+
+    Shapes: input (*), target same as input; output () or (*) with reduction "none".
+
+    >>> float(mae(torch.tensor([1.0, 2.0]), torch.tensor([1.5, 3.0])))
+    0.75
+    """
+    return F.l1_loss(input, target, reduction=reduction)
+
+
+def huber(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", delta: float = 1.0) -> torch.Tensor:
+    """Huber loss with threshold ``delta`` > 0, on ``e_i = input_i - target_i``::
+
+        l_i = 0.5 * e_i^2                    if |e_i| <= delta
+        l_i = delta * (|e_i| - 0.5 * delta)  otherwise
+
+    Quadratic (MSE-like) near zero, linear (MAE-like, robust to outliers) beyond ``delta``.
+    Shapes: input (*), target same as input; output () or (*) with reduction "none".
+
+    >>> float(huber(torch.tensor([0.0, 0.0]), torch.tensor([0.5, 3.0])))
+    1.3125
+    """
+    return F.huber_loss(input, target, reduction=reduction, delta=delta)
+
+
+SPECS = (
+    LossSpec(
+        name="mse",
+        summary="Mean squared error (L2 loss): the average of squared differences.",
+        formula="l_i = (input_i - target_i)^2",
+        fn=mse,
+        roles=(_INPUT, _TARGET),
+        check=_check_pair,
+        unreduced_shape=_input_shape,
+        aliases=("MSELoss", "mse_loss", "mean_squared_error", "MeanSquaredError", "l2", "squared_error"),
+        notes="Shapes must match exactly (torch would broadcast with a warning). 'l2_loss' is not an alias: "
+        "optax's l2_loss is 0.5*(x-y)^2.",
+        category="regression",
+    ),
+    LossSpec(
+        name="mae",
+        summary="Mean absolute error (L1 loss): the average of absolute differences.",
+        formula="l_i = |input_i - target_i|",
+        fn=mae,
+        roles=(_INPUT, _TARGET),
+        check=_check_pair,
+        unreduced_shape=_input_shape,
+        aliases=("L1Loss", "l1_loss", "l1", "mean_absolute_error", "MeanAbsoluteError"),
+        notes="The gradient at input == target is 0 (torch's sign(0)).",
+        category="regression",
+    ),
+    LossSpec(
+        name="huber",
+        summary="Huber loss: quadratic for errors up to delta, linear beyond (robust to outliers).",
+        formula="l_i = 0.5*e^2 if |e| <= delta else delta*(|e| - 0.5*delta), e = input_i - target_i",
+        fn=huber,
+        roles=(_INPUT, _TARGET),
+        check=_check_pair,
+        unreduced_shape=_input_shape,
+        params=(
+            Param("delta", ParamType.FLOAT, 1.0, "where the loss turns from quadratic to linear; "
+                  "larger is more MSE-like, smaller more robust", minimum=0.0, exclusive_minimum=True),
+        ),
+        aliases=("HuberLoss", "huber_loss", "Huber"),
+        notes="Equals torch's HuberLoss, optax's huber_loss and Keras' Huber (per element, then averaged).",
+        category="regression",
+    ),
+)

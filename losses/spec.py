@@ -1,0 +1,162 @@
+"""The self-description of a loss: its input roles, parameters and reductions.
+
+One frozen :class:`LossSpec` per loss drives validation, ``ListLosses``, error messages, the
+README's loss table and the catalog-wide tests; the loss function itself is plain torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+
+Tensors = Mapping[str, torch.Tensor]
+Params = Mapping[str, Any]
+
+
+class Kind(str, Enum):
+    """Families of element types a role accepts."""
+
+    FLOAT = "float"  # float16, bfloat16, float32, float64; halves are computed in float32
+    INDEX = "index"  # integer class indices: int64, int32, uint8; computed as int64
+    BOOL = "bool"
+
+
+KIND_DTYPES: dict[Kind, tuple[torch.dtype, ...]] = {
+    Kind.FLOAT: (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+    Kind.INDEX: (torch.int64, torch.int32, torch.uint8),
+    Kind.BOOL: (torch.bool,),
+}
+
+
+class ParamType(str, Enum):
+    """The Python type a parameter takes."""
+
+    FLOAT = "float"
+    INT = "int"
+    BOOL = "bool"
+    STRING = "string"
+    FLOAT_LIST = "float_list"
+
+
+@dataclass(frozen=True)
+class Role:
+    """A named input tensor of a loss.
+
+    ``shape`` is the rule in words, as shown to users; the loss's ``check`` function enforces it.
+    """
+
+    name: str
+    kinds: tuple[Kind, ...]
+    shape: str
+    description: str
+    required: bool = True
+    differentiable: bool = False
+
+    @property
+    def dtypes(self) -> tuple[torch.dtype, ...]:
+        """Every torch dtype this role accepts."""
+        return tuple(d for k in self.kinds for d in KIND_DTYPES[k])
+
+
+@dataclass(frozen=True)
+class Param:
+    """A scalar (or list) parameter with its default and valid range (bounds inclusive unless said)."""
+
+    name: str
+    type: ParamType
+    default: Any
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    choices: tuple[str, ...] = ()
+
+    @property
+    def range_text(self) -> str:
+        """The valid range in words: ``> 0``, ``[0, 1]``, ``any``, or the choices."""
+        if self.choices:
+            return " | ".join(self.choices)
+        lo, hi = self.minimum, self.maximum
+        if lo is not None and hi is not None:
+            left = "(" if self.exclusive_minimum else "["
+            right = ")" if self.exclusive_maximum else "]"
+            return f"{left}{lo:g}, {hi:g}{right}"
+        if lo is not None:
+            return f"{'>' if self.exclusive_minimum else '>='} {lo:g}"
+        if hi is not None:
+            return f"{'<' if self.exclusive_maximum else '<='} {hi:g}"
+        return "any"
+
+    def admits(self, value: float) -> bool:
+        """Whether a number lies inside the range (NaN never does)."""
+        if value != value:  # NaN compares false with everything
+            return False
+        if self.minimum is not None and (
+            value < self.minimum or (self.exclusive_minimum and value == self.minimum)
+        ):
+            return False
+        return not (
+            self.maximum is not None
+            and (value > self.maximum or (self.exclusive_maximum and value == self.maximum))
+        )
+
+
+# fn(**tensors, **params, reduction=...) -> loss tensor
+LossFn = Callable[..., torch.Tensor]
+# check(tensors, params) raises InvalidRequestError when shapes or values do not fit
+CheckFn = Callable[[Tensors, Params], None]
+# unreduced_shape(tensors, params) -> the loss's shape under reduction "none"
+ShapeFn = Callable[[Tensors, Params], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Everything lossd knows about one loss: the function, its roles, parameters and reductions."""
+
+    name: str
+    summary: str
+    formula: str
+    fn: LossFn
+    roles: tuple[Role, ...]
+    check: CheckFn
+    unreduced_shape: ShapeFn
+    params: tuple[Param, ...] = ()
+    aliases: tuple[str, ...] = ()
+    reductions: tuple[str, ...] = ("mean", "sum", "none")
+    default_reduction: str = "mean"
+    default_wrt: tuple[str, ...] = ("input",)
+    notes: str = ""
+    category: str = ""
+    _roles_by_name: dict[str, Role] = field(init=False, repr=False, compare=False)
+    _params_by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_roles_by_name", {r.name: r for r in self.roles})
+        object.__setattr__(self, "_params_by_name", {p.name: p for p in self.params})
+        if self.default_reduction not in self.reductions:
+            raise ValueError(f"{self.name}: default reduction {self.default_reduction!r} not offered")
+        for name in self.default_wrt:
+            role = self._roles_by_name.get(name)
+            if role is None or not role.differentiable:
+                raise ValueError(f"{self.name}: default wrt {name!r} is not a differentiable role")
+        clash = set(self._roles_by_name) & set(self._params_by_name)
+        if clash:
+            raise ValueError(f"{self.name}: names used both as role and parameter: {sorted(clash)}")
+
+    def role(self, name: str) -> Role | None:
+        """The role called ``name``, or None."""
+        return self._roles_by_name.get(name)
+
+    def param(self, name: str) -> Param | None:
+        """The parameter called ``name``, or None."""
+        return self._params_by_name.get(name)
+
+    @property
+    def differentiable_roles(self) -> tuple[str, ...]:
+        """Names of the roles Gradient may differentiate."""
+        return tuple(r.name for r in self.roles if r.differentiable)

@@ -1,0 +1,158 @@
+"""Assembles and runs a lossd server: the loss service, health, reflection and the metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+
+import grpc
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from lossd.losses import REGISTRY, Registry
+from lossd.server.device import resolve_device
+from lossd.server.metrics import MetricsEndpoint, ServerMetrics, lossd_version
+from lossd.server.servicer import LossServicer
+from lossd.server.settings import ServerSettings
+from lossd.v1 import loss_service_pb2 as pb
+from lossd.v1 import loss_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("lossd.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LossService"].full_name
+# Elements per tensor are bounded by what fits in one message; the smallest dtype is one byte.
+_BYTES_PER_ELEMENT_FLOOR = 1
+
+
+class LossServer:
+    """One lossd server. ``await start()``, then ``await stop()``; ``address`` is known after start."""
+
+    def __init__(self, settings: ServerSettings | None = None, registry: Registry = REGISTRY) -> None:
+        self.settings = settings or ServerSettings()
+        self.registry = registry
+        self.device = resolve_device(self.settings.device)
+        self.metrics = ServerMetrics(str(self.device))
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._metrics_endpoint: MetricsEndpoint | None = None
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.settings.compute_threads or os.cpu_count() or 1, thread_name_prefix="lossd-compute"
+        )
+
+    @property
+    def address(self) -> str:
+        """``host:port`` clients can dial (the bound port, also when 0 was asked for)."""
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", "[::]"):
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind, start serving, and report SERVING on the health service."""
+        s = self.settings
+        limit = s.max_message_bytes
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ])
+        servicer = LossServicer(self.registry, self.device, self.metrics, self._executor,
+                                max_elements=limit // _BYTES_PER_ELEMENT_FLOOR, inline_bytes=s.inline_bytes)
+        pb_grpc.add_LossServiceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        await server.start()
+        self._server = server
+        if s.metrics_port:
+            self.serve_metrics(s.metrics_host, s.metrics_port)
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        metrics_at = f"{s.metrics_host}:{self.metrics_port}" if self.metrics_port else "off"
+        log.info("lossd %s serving on %s:%d device=%s torch=%s losses=%d metrics=%s", lossd_version(), s.host,
+                 self.port, self.device, torch.__version__, len(self.registry), metrics_at)
+
+    def serve_metrics(self, host: str, port: int) -> int:
+        """Start the Prometheus endpoint on ``host:port`` (0 = any free port); returns the bound port.
+
+        ``start`` calls this when ``metrics_port`` is set; call it yourself for an endpoint on a free port.
+        """
+        if self._metrics_endpoint is None:
+            self._metrics_endpoint = MetricsEndpoint(self.metrics.registry, host, port)
+            self.metrics_port = self._metrics_endpoint.port
+        return self._metrics_endpoint.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health turns NOT_SERVING, new calls are refused, in-flight calls get ``grace`` seconds."""
+        if self._server is None:
+            return
+        grace = self.settings.grace_seconds if grace is None else grace
+        await self._health.enter_graceful_shutdown()
+        log.info("lossd stopping: finishing in-flight calls (grace %.1fs)", grace)
+        await self._server.stop(grace)
+        self._server = None
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
+            self._metrics_endpoint = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        log.info("lossd stopped")
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run a server until SIGTERM or SIGINT, then shut it down gracefully."""
+    server = LossServer(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+
+
+class BackgroundServer:
+    """A :class:`LossServer` on its own event loop in a daemon thread, for tests and embedding.
+
+    >>> with BackgroundServer(ServerSettings(port=0, metrics_port=0)) as srv:  # doctest: +SKIP
+    ...     client = LossClient(srv.address)
+    """
+
+    def __init__(self, settings: ServerSettings | None = None, registry: Registry = REGISTRY) -> None:
+        self.server = LossServer(settings, registry)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="lossd-server", daemon=True)
+
+    @property
+    def address(self) -> str:
+        """Where clients dial."""
+        return self.server.address
+
+    def start(self) -> BackgroundServer:
+        """Start the loop thread and the server; returns once it is serving."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(timeout=60)
+        return self
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        """Stop the server, then the loop and its thread."""
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace), self._loop).result(timeout=60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

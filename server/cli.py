@@ -1,0 +1,97 @@
+"""The ``lossd`` command: ``serve`` a server, list the ``losses``, check a server's ``health``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import ValidationError
+
+from lossd.losses import REGISTRY
+from lossd.losses.table import markdown_table
+from lossd.server.app import serve
+from lossd.server.settings import DEFAULT_PORT, ServerSettings
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="run the gRPC server (flags override LOSSD_* environment variables)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1; LOSSD_HOST)")
+    p.add_argument("--port", type=int, help=f"gRPC port (default {DEFAULT_PORT}; 0 = any free; LOSSD_PORT)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto; LOSSD_DEVICE)")
+    p.add_argument("--metrics-host", help="Prometheus endpoint address (default 127.0.0.1; LOSSD_METRICS_HOST)")
+    p.add_argument("--metrics-port", type=int, help="Prometheus endpoint port (default 8909; 0 disables; "
+                   "LOSSD_METRICS_PORT)")
+    p.add_argument("--max-message-mb", type=float, help="largest message in MiB (default 64; LOSSD_MAX_MESSAGE_MB)")
+    p.add_argument("--grace-seconds", type=float, help="shutdown grace for in-flight calls (default 10)")
+    p.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR (default INFO; LOSSD_LOG_LEVEL)")
+
+
+def _settings_from(args: argparse.Namespace) -> ServerSettings:
+    fields = ("host", "port", "device", "metrics_host", "metrics_port", "max_message_mb", "grace_seconds",
+              "log_level")
+    given = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
+    return ServerSettings(**given)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings_from(args)
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            print(f"lossd: invalid setting {where}: {err['msg']}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        asyncio.run(serve(settings))
+    except ValueError as exc:  # e.g. a CUDA device this host does not have
+        print(f"lossd: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_losses(args: argparse.Namespace) -> int:
+    if args.markdown:
+        sys.stdout.write(markdown_table(REGISTRY))
+    else:
+        for spec in REGISTRY:
+            print(f"{spec.name:<18} {spec.summary}")
+    return 0
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    try:
+        with grpc.insecure_channel(args.address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"lossd health: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lossd`` console script; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="lossd", description="lossd: machine-learning losses over gRPC")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    lp = sub.add_parser("losses", help="list the registered losses")
+    lp.add_argument("--markdown", action="store_true", help="print the README's loss table")
+    hp = sub.add_parser("health", help="exit 0 when a server reports SERVING")
+    hp.add_argument("--address", default=f"127.0.0.1:{DEFAULT_PORT}", help="host:port of the server")
+    hp.add_argument("--service", default="", help="service name to check (default: the whole server)")
+    hp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    args = parser.parse_args(argv)
+    handler = {"serve": _cmd_serve, "losses": _cmd_losses, "health": _cmd_health}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

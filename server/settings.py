@@ -1,0 +1,68 @@
+"""Server settings: defaults, overridden by ``LOSSD_*`` environment variables, overridden by CLI flags."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 50051
+# Outside Prometheus' exporter range (9100-9999, fully allocated) and below Linux's ephemeral ports.
+DEFAULT_METRICS_PORT = 8909
+
+
+class ServerSettings(BaseSettings):
+    """How a lossd server runs. Every field can be set as ``LOSSD_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LOSSD_", extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds; 127.0.0.1 keeps it private, 0.0.0.0 or [::] exposes it."""
+
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (the server reports which)."""
+
+    device: str = "auto"
+    """Where losses run: auto (CUDA when available, else CPU), cpu, cuda or cuda:N."""
+
+    metrics_host: str = "127.0.0.1"
+    """Address of the Prometheus endpoint; separate from ``host`` so metrics are not exposed by accident."""
+
+    metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535)
+    """Port of the Prometheus endpoint; 0 disables it."""
+
+    max_message_mb: float = Field(64.0, gt=0, le=2047)
+    """Largest request or reply message, in MiB (gRPC's own limit is 2 GiB)."""
+
+    grace_seconds: float = Field(10.0, ge=0)
+    """On SIGTERM/SIGINT: how long in-flight calls may take to finish before they are cancelled."""
+
+    compute_threads: int = Field(0, ge=0)
+    """Threads that run large computations off the event loop; 0 means one per CPU core."""
+
+    inline_bytes: int = Field(256 * 1024, ge=0)
+    """Requests with at most this many tensor bytes are computed on the event loop (a thread hop costs more)."""
+
+    log_level: str = "INFO"
+    """Python logging level: DEBUG, INFO, WARNING, ERROR."""
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        v = value.strip().lower()
+        head, _, index = v.partition(":")
+        if v in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
+            return v
+        raise ValueError("expected auto, cpu, cuda or cuda:N")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level_name(cls, value: str) -> str:
+        v = value.upper()
+        if v not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return v
+
+    @property
+    def max_message_bytes(self) -> int:
+        """``max_message_mb`` in bytes."""
+        return int(self.max_message_mb * 1024 * 1024)

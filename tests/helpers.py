@@ -1,0 +1,41 @@
+"""Small helpers shared by the tests: building wire messages and reading rich error details."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from lossd.v1 import loss_service_pb2 as pb
+
+NUMPY_TO_WIRE = {
+    np.dtype(np.float32): pb.DTYPE_FLOAT32,
+    np.dtype(np.float64): pb.DTYPE_FLOAT64,
+    np.dtype(np.float16): pb.DTYPE_FLOAT16,
+    np.dtype(np.int64): pb.DTYPE_INT64,
+    np.dtype(np.int32): pb.DTYPE_INT32,
+    np.dtype(np.bool_): pb.DTYPE_BOOL,
+    np.dtype(np.uint8): pb.DTYPE_UINT8,
+}
+
+
+def raw_tensor(array: Any) -> pb.Tensor:
+    """A wire tensor with raw little-endian bytes, built by hand (not through the client library)."""
+    a = np.ascontiguousarray(array)
+    return pb.Tensor(dtype=NUMPY_TO_WIRE[a.dtype], shape=list(a.shape), raw_data=a.astype(a.dtype.newbyteorder("<")).tobytes())
+
+
+def bad_request_fields(error: grpc.RpcError) -> list[str]:
+    """The field names in the BadRequest details of a failed call."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "the error carried no google.rpc.Status"
+    fields: list[str] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields.extend(v.field for v in bad.field_violations)
+    return fields
