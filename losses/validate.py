@@ -62,7 +62,8 @@ def _check_roles(spec: LossSpec, tensors: Mapping[str, torch.Tensor], out: list[
             continue
         if t.dtype not in role.dtypes:
             accepted = ", ".join(_dtype_name(d) for d in role.dtypes)
-            out.append(FieldViolation(field(role.name), f"dtype {_dtype_name(t.dtype)} not accepted; expected one of: {accepted}"))
+            message = f"dtype {_dtype_name(t.dtype)} not accepted; expected one of: {accepted}"
+            out.append(FieldViolation(field(role.name), message))
             continue
         if t.is_floating_point():
             # Mixed float dtypes would be promoted silently by torch; make the client choose.
@@ -125,7 +126,8 @@ def _check_params(spec: LossSpec, params: Mapping[str, Any], out: list[FieldViol
         param = spec.param(name)
         if param is None:
             if spec.role(name) is not None:
-                out.append(FieldViolation(where, f"{name!r} is an input role of {spec.name}; send it as a tensor in inputs"))
+                message = f"{name!r} is an input role of {spec.name}; send it as a tensor in inputs"
+                out.append(FieldViolation(where, message))
             else:
                 expected = ", ".join(p.name for p in spec.params) or "none"
                 out.append(FieldViolation(where, f"unknown parameter for {spec.name}; expected: {expected}"))
@@ -198,7 +200,8 @@ def _check_grad_output(prepared: Prepared, grad_output: torch.Tensor) -> None:
         problems.append(FieldViolation("grad_output", f"shape {shape_text(grad_output.shape)} must equal the "
                                                       f"loss's shape {shape_text(expected)}"))
     if not grad_output.is_floating_point():
-        problems.append(FieldViolation("grad_output", f"dtype {_dtype_name(grad_output.dtype)}; expected a float dtype"))
+        message = f"dtype {_dtype_name(grad_output.dtype)}; expected a float dtype"
+        problems.append(FieldViolation("grad_output", message))
     elif grad_output.dtype != prepared.output_dtype:
         problems.append(FieldViolation("grad_output", f"dtype {_dtype_name(grad_output.dtype)} differs from the "
                                                       f"inputs' {_dtype_name(prepared.output_dtype)}"))

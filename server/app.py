@@ -110,12 +110,13 @@ class LossServer:
 
 async def serve(settings: ServerSettings) -> None:
     """Run a server until SIGTERM or SIGINT, then shut it down gracefully."""
-    server = LossServer(settings)
-    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Handlers first: a signal that arrives right after the start line must still stop gracefully.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    server = LossServer(settings)
+    await server.start()
     await stop.wait()
     await server.stop()
 

@@ -65,7 +65,8 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int) -> torch.Tensor
     dtype = WIRE_TO_TORCH.get(msg.dtype)
     if dtype is None:
         accepted = ", ".join(_dtype_name(d) for d in TORCH_TO_WIRE)
-        raise invalid(f"{where}.dtype", f"{wire_dtype_name(msg.dtype)} is not a tensor dtype; expected one of: {accepted}")
+        message = f"{wire_dtype_name(msg.dtype)} is not a tensor dtype; expected one of: {accepted}"
+        raise invalid(f"{where}.dtype", message)
     shape = tuple(msg.shape)
     if len(shape) > _MAX_DIMS:
         raise invalid(f"{where}.shape", f"{len(shape)} dimensions; at most {_MAX_DIMS} are supported")

@@ -25,6 +25,7 @@ from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 
+
 class LossServicer(pb_grpc.LossServiceServicer):
     """Serves losses from ``registry`` on ``device``."""
 

@@ -25,7 +25,8 @@ NUMPY_TO_WIRE = {
 def raw_tensor(array: Any) -> pb.Tensor:
     """A wire tensor with raw little-endian bytes, built by hand (not through the client library)."""
     a = np.ascontiguousarray(array)
-    return pb.Tensor(dtype=NUMPY_TO_WIRE[a.dtype], shape=list(a.shape), raw_data=a.astype(a.dtype.newbyteorder("<")).tobytes())
+    raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
+    return pb.Tensor(dtype=NUMPY_TO_WIRE[a.dtype], shape=list(a.shape), raw_data=raw)
 
 
 def bad_request_fields(error: grpc.RpcError) -> list[str]:

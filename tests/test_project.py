@@ -1,0 +1,105 @@
+"""The project's promises about itself: import boundaries, packaging, and a README that tells the truth."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from readme_table import README, split_readme
+
+import lossd.client
+import lossd.losses
+import lossd.server
+from lossd.losses import REGISTRY
+from lossd.losses.table import markdown_table
+
+
+def _modules_after_import(module: str, cwd: Path) -> set[str]:
+    code = f"import sys, {module}; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=cwd)
+    return set(out.stdout.split())
+
+
+def test_losses_package_imports_no_grpc_protobuf_or_other_parts(tmp_path: Path) -> None:
+    """lossd.losses is pure torch: importing it loads no grpc, protobuf, server or client module."""
+    loaded = _modules_after_import("lossd.losses", tmp_path)
+    forbidden = [m for m in loaded if m.split(".")[0] == "grpc" or m.startswith(("google.protobuf", "lossd.server",
+                                                                                   "lossd.client", "lossd.v1"))]
+    assert forbidden == []
+
+
+def test_client_package_imports_no_torch_losses_or_server(tmp_path: Path) -> None:
+    """lossd.client needs only numpy and grpcio."""
+    loaded = _modules_after_import("lossd.client", tmp_path)
+    assert [m for m in loaded if m.split(".")[0] == "torch" or m.startswith(("lossd.losses", "lossd.server"))] == []
+
+
+@pytest.mark.parametrize("bare", ["server", "client", "losses", "protos"])
+def test_no_bare_top_level_package_is_installed(bare: str, tmp_path: Path) -> None:
+    """Outside the source tree, `import server` (etc.) fails: everything lives under lossd."""
+    out = subprocess.run([sys.executable, "-c", f"import {bare}"], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
+    assert out.returncode != 0 and "ModuleNotFoundError" in out.stderr
+
+
+@pytest.mark.parametrize("package", [lossd.client, lossd.losses, lossd.server])
+def test_public_all_is_sorted_and_importable(package: object) -> None:
+    """Each package's __all__ is sorted and every name in it exists."""
+    names = package.__all__  # type: ignore[attr-defined]
+    assert names == sorted(names)
+    assert all(hasattr(package, n) for n in names)
+
+
+def test_every_loss_has_a_docstring_with_shapes() -> None:
+    """Every registered loss function documents its formula and shapes."""
+    missing = [s.name for s in REGISTRY if not s.fn.__doc__ or "Shapes" not in s.fn.__doc__]
+    assert missing == []
+
+
+def test_readme_loss_table_matches_the_registry() -> None:
+    """The README's loss table is exactly what `make readme` generates."""
+    _, table, _ = split_readme(README.read_text())
+    assert table == markdown_table(REGISTRY)
+
+
+def _readme_block(heading: str, lang: str) -> str:
+    text = README.read_text()
+    section = text.split(heading, 1)[1]
+    found = re.search(rf"```{lang}\n(.*?)```", section, re.S)
+    assert found, f"no {lang} block under {heading}"
+    return found.group(1)
+
+
+def test_readme_client_example_prints_what_the_readme_says(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The README's client example, pasted into Python, prints the output the README shows."""
+    code = _readme_block("## Client example", "python").replace("localhost:50051", server.address)
+    expected = _readme_block("It prints:", "text")
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout == expected
+
+
+def test_readme_names_the_two_setup_commands() -> None:
+    """The set-up section gives exactly `make serve` and `make test`."""
+    block = _readme_block("## Set up", "sh")
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    assert commands == ["make serve", "make test"]
+
+
+def test_readme_grpcurl_compute_body_is_valid_json_for_the_contract(stub) -> None:  # type: ignore[no-untyped-def]
+    """The README's grpcurl Compute body parses as a ComputeRequest and yields MSE([1,2,3],[1,2,5]) = 4/3."""
+    from google.protobuf import json_format
+
+    from lossd.v1 import loss_service_pb2 as pb
+
+    block = _readme_block("## From other languages", "text")
+    body = re.search(r"-d '(\{\"loss\".*?\})' localhost", block, re.S)
+    assert body, "no Compute body in the README"
+    request = json_format.Parse(body.group(1), pb.ComputeRequest())
+    reply = stub.Compute(request, timeout=10)
+    assert list(reply.loss.double_val) == pytest.approx([4 / 3], rel=1e-12)
