@@ -79,6 +79,14 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int) -> torch.Tensor
             f"{where} claims {numel} elements; this server accepts at most {max_elements} per tensor",
             [FieldViolation(f"{where}.shape", f"{numel} elements exceeds the limit of {max_elements}")],
         )
+    # Per dimension too: an empty tensor with a 2**40 x 2**40 tail has 0 elements, yet torch
+    # would overflow computing its strides.
+    for i, d in enumerate(shape):
+        if d > max_elements:
+            raise ResourceLimitError(
+                f"{where}.shape[{i}] is {d}; this server accepts at most {max_elements} elements per tensor",
+                [FieldViolation(f"{where}.shape[{i}]", f"{d} exceeds the limit of {max_elements} elements")],
+            )
     present = [name for name in _CONTENT_FIELDS if _has(msg, name)]
     if len(present) > 1:
         raise invalid(where, f"carries both {present[0]} and {present[1]}; send exactly one content field")

@@ -105,7 +105,8 @@ def test_server_bfloat16_reaches_client_as_float32_with_same_values(encoding: in
 
 @pytest.mark.parametrize(("dtype", "field"), [
     (torch.float32, "float_val"), (torch.float16, "float_val"), (torch.float64, "double_val"),
-    (torch.int64, "int64_val"), (torch.int32, "int64_val"), (torch.uint8, "int64_val"), (torch.bool, "bool_val"),
+    (torch.int64, "int64_val"), (torch.int32, "int64_val"), (torch.uint8, "int64_val"),
+    (torch.bool, "bool_val"),
 ], ids=str)
 def test_values_encoding_fills_the_typed_list_the_client_reads_back(dtype: torch.dtype, field: str) -> None:
     """ENCODING_VALUES puts the elements in the dtype's typed list (no raw bytes); decode_array reads them."""

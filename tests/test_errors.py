@@ -196,6 +196,14 @@ def test_huge_claimed_shape_is_resource_exhausted_without_allocating(stub: Any) 
     assert f"claims {2**80} elements" in err.details()
 
 
+def test_empty_shape_with_overflowing_dims_is_refused_not_internal(stub: Any) -> None:
+    """A 0-element shape whose other dims overflow int64 strides is refused on inputs[input].shape[1]."""
+    empty = pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=[0, 2**40, 2**40])
+    err = refused(stub, mse_request(input=empty))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "inputs[input].shape[1]" in bad_request_fields(err)
+
+
 def test_server_answers_correctly_after_bad_requests(stub: Any, rng: np.random.Generator) -> None:
     """After a burst of refused requests the same server still computes a good request like torch."""
     for case in INVALID_CASES[::4]:
