@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class LossServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Computes machine-learning losses and their gradients over batched tensors.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -52,7 +53,8 @@ class LossServiceStub:
 
 
 class LossServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Computes machine-learning losses and their gradients over batched tensors.
+    """
 
     def Compute(self, request, context):
         """Computes a loss: a 0-d tensor for reduction "mean"/"sum", an unreduced tensor for "none".
@@ -102,7 +104,8 @@ def add_LossServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class LossService:
-    """Missing associated documentation comment in .proto file."""
+    """Computes machine-learning losses and their gradients over batched tensors.
+    """
 
     @staticmethod
     def Compute(request,
