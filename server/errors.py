@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from lossd.losses import InvalidRequestError, LossdError, ResourceLimitError, UnknownLossError
 
@@ -25,9 +26,6 @@ _CODES: dict[type[LossdError], grpc.StatusCode] = {
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     ResourceLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-
-_DETAILS_KEY = "grpc-status-details-bin"
-
 
 @dataclass(frozen=True)
 class RpcFailure:
@@ -64,5 +62,6 @@ def to_failure(error: BaseException) -> RpcFailure:
         log.error("internal error while serving a call", exc_info=error)
         message = "internal error; the server logged the details"
         details = []
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
-    return RpcFailure(code, message, ((_DETAILS_KEY, status.SerializeToString()),))
+    status = rpc_status.to_status(status_pb2.Status(code=getattr(code_pb2, code.name), message=message,
+                                                    details=details))
+    return RpcFailure(status.code, status.details, tuple(status.trailing_metadata))

@@ -16,7 +16,7 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lossd.client import LossClient, UnavailableError
+from lossd.client import LossClient, LossError, UnavailableError
 from lossd.losses import LossSpec, Registry, Role
 from lossd.losses.spec import Kind
 from lossd.server import BackgroundServer, ServerSettings
@@ -155,3 +155,26 @@ def test_graceful_stop_turns_health_off_first_and_finishes_in_flight_calls() -> 
     stopper.join(timeout=30)
     client.close()
     assert results["value"] == 4.0
+
+
+def _broken(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    raise RuntimeError("secret detail from deep inside")
+
+
+def test_unexpected_exception_is_internal_with_a_generic_message(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in a loss answers INTERNAL without its text; the traceback goes to the log; serving goes on."""
+    roles = (Role("input", (Kind.FLOAT,), "(*)", "x", differentiable=True), Role("target", (Kind.FLOAT,), "(*)", "y"))
+    registry = Registry([
+        LossSpec(name="broken", summary="raises", formula="-", fn=_broken, roles=roles, check=lambda t, p: None,
+                 unreduced_shape=lambda t, p: ()),
+        LossSpec(name="fine", summary="mse", formula="-", fn=torch.nn.functional.mse_loss, roles=roles,
+                 check=lambda t, p: None, unreduced_shape=lambda t, p: ()),
+    ])
+    settings = ServerSettings(port=0, metrics_port=0, device="cpu")
+    with BackgroundServer(settings, registry=registry) as srv, LossClient(srv.address, timeout=10) as c:
+        with pytest.raises(LossError) as err:
+            c.compute("broken", input=np.ones(2), target=np.ones(2))
+        assert err.value.code == grpc.StatusCode.INTERNAL
+        assert "secret" not in err.value.message and "Traceback" not in err.value.message
+        assert c.compute("fine", input=np.array([2.0]), target=np.array([0.0])) == 4.0
+    assert any("secret detail" in r.exc_text for r in caplog.records if r.exc_text)
