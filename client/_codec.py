@@ -72,7 +72,9 @@ def decode_array(msg: pb.Tensor) -> np.ndarray:
 
 
 def encode_param(name: str, value: Any) -> pb.ParamValue:
-    """A Python scalar, string, bool or list of numbers as a ``ParamValue``."""
+    """A Python scalar, string, bool, None, or list of numbers or strings as a ``ParamValue``."""
+    if value is None:
+        return pb.ParamValue(none=0)
     if isinstance(value, (bool, np.bool_)):
         return pb.ParamValue(flag=bool(value))
     if isinstance(value, (int, np.integer)):
@@ -83,8 +85,10 @@ def encode_param(name: str, value: Any) -> pb.ParamValue:
         return pb.ParamValue(text=value)
     if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, np.number)) for v in value):
         return pb.ParamValue(numbers=pb.DoubleList(values=[float(v) for v in value]))
-    raise TypeError(f"parameter {name!r}: cannot send {type(value).__name__}; use a number, bool, string or "
-                    "list of numbers (arrays and tensors are inputs)")
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return pb.ParamValue(texts=pb.StringList(values=list(value)))
+    raise TypeError(f"parameter {name!r}: cannot send {type(value).__name__}; use a number, bool, string, None "
+                    "or a list of numbers or strings (arrays and tensors are inputs)")
 
 
 def split_arguments(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -11,7 +11,19 @@ with :func:`evaluate`::
 Adding a loss means one function and one spec in one module, listed in ``_MODULES`` below.
 """
 
-from lossd.losses import classification, regression
+from lossd.losses import (
+    binary,
+    classification,
+    composite,
+    contrastive,
+    distribution,
+    embedding,
+    multiclass,
+    ranking,
+    regression,
+    segmentation,
+    sequence,
+)
 from lossd.losses.engine import Result, evaluate
 from lossd.losses.errors import (
     FieldViolation,
@@ -24,7 +36,8 @@ from lossd.losses.registry import Registry, normalize_name
 from lossd.losses.spec import KIND_DTYPES, Kind, LossSpec, Param, ParamType, Role
 from lossd.losses.validate import Prepared, validate
 
-_MODULES = (regression, classification)
+_MODULES = (regression, binary, classification, multiclass, distribution, sequence, segmentation, embedding,
+            contrastive, ranking, composite)
 
 REGISTRY = Registry(spec for module in _MODULES for spec in module.SPECS)
 """Every loss lossd serves, by canonical name and alias."""

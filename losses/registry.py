@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from lossd.losses.errors import UnknownLossError
 from lossd.losses.spec import LossSpec
@@ -20,6 +21,7 @@ class Registry:
     def __init__(self, specs: Iterable[LossSpec] = ()) -> None:
         self._specs: dict[str, LossSpec] = {}
         self._keys: dict[str, str] = {}  # normalized name or alias -> canonical name
+        self._presets: dict[str, Mapping[str, Any]] = {}  # normalized alias -> preset parameters
         for spec in specs:
             self.register(spec)
 
@@ -31,6 +33,8 @@ class Registry:
             if owner is not None and owner != spec.name:
                 raise ValueError(f"name {name!r} of {spec.name!r} already belongs to {owner!r}")
             self._keys[key] = spec.name
+        for alias, preset in spec.presets.items():
+            self._presets[normalize_name(alias)] = preset
         self._specs[spec.name] = spec
         return spec
 
@@ -40,6 +44,11 @@ class Registry:
         if canonical is None:
             raise UnknownLossError(name, self.suggest(name))
         return self._specs[canonical]
+
+    def resolve(self, name: str) -> tuple[LossSpec, Mapping[str, Any]]:
+        """The spec for ``name`` and the parameters its alias presets (empty for most names)."""
+        spec = self.get(name)
+        return spec, self._presets.get(normalize_name(name), {})
 
     def canonical(self, name: str) -> str | None:
         """The canonical name ``name`` resolves to, or None (never raises)."""

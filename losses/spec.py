@@ -40,6 +40,7 @@ class ParamType(str, Enum):
     BOOL = "bool"
     STRING = "string"
     FLOAT_LIST = "float_list"
+    STRING_LIST = "string_list"
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,10 @@ class Role:
 
 @dataclass(frozen=True)
 class Param:
-    """A scalar (or list) parameter with its default and valid range (bounds inclusive unless said)."""
+    """A scalar (or list) parameter with its default and valid range (bounds inclusive unless said).
+
+    ``nullable`` parameters also accept None (sent as ``ParamValue.none``); the default may be None.
+    """
 
     name: str
     type: ParamType
@@ -75,6 +79,7 @@ class Param:
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
     choices: tuple[str, ...] = ()
+    nullable: bool = False
 
     @property
     def range_text(self) -> str:
@@ -112,6 +117,8 @@ LossFn = Callable[..., torch.Tensor]
 CheckFn = Callable[[Tensors, Params], None]
 # unreduced_shape(tensors, params) -> the loss's shape under reduction "none"
 ShapeFn = Callable[[Tensors, Params], tuple[int, ...]]
+# param_resolver(name) -> a Param for a name outside ``params`` (e.g. weighted_sum's "huber.delta"), or None
+ParamResolver = Callable[[str], "Param | None"]
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,9 @@ class LossSpec:
     default_wrt: tuple[str, ...] = ("input",)
     notes: str = ""
     category: str = ""
+    # alias -> parameter values it presets, so a borrowed name reproduces its library's defaults
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    param_resolver: ParamResolver | None = None
     _roles_by_name: dict[str, Role] = field(init=False, repr=False, compare=False)
     _params_by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
 
@@ -147,14 +157,23 @@ class LossSpec:
         clash = set(self._roles_by_name) & set(self._params_by_name)
         if clash:
             raise ValueError(f"{self.name}: names used both as role and parameter: {sorted(clash)}")
+        for alias, preset in self.presets.items():
+            if alias not in self.aliases:
+                raise ValueError(f"{self.name}: preset for {alias!r}, which is not an alias")
+            unknown = [p for p in preset if p not in self._params_by_name]
+            if unknown:
+                raise ValueError(f"{self.name}: preset {alias!r} sets unknown parameters {unknown}")
 
     def role(self, name: str) -> Role | None:
         """The role called ``name``, or None."""
         return self._roles_by_name.get(name)
 
     def param(self, name: str) -> Param | None:
-        """The parameter called ``name``, or None."""
-        return self._params_by_name.get(name)
+        """The parameter called ``name`` (or one the spec's resolver accepts), or None."""
+        found = self._params_by_name.get(name)
+        if found is None and self.param_resolver is not None:
+            found = self.param_resolver(name)
+        return found
 
     @property
     def differentiable_roles(self) -> tuple[str, ...]:

@@ -77,50 +77,72 @@ def _check_roles(spec: LossSpec, tensors: Mapping[str, torch.Tensor], out: list[
                 ))
 
 
+_INVALID = object()  # _coerce_param's answer after recording a violation (None is a valid value)
+
+
 def _coerce_param(param: Param, value: Any, where: str, out: list[FieldViolation]) -> Any:
-    """The value converted to the parameter's type, or None after recording a violation."""
+    """The value converted to the parameter's type, or _INVALID after recording a violation."""
     kind = param.type
+    if value is None:
+        if param.nullable:
+            return None
+        out.append(FieldViolation(where, f"none is not accepted; expected a {kind.value} in {param.range_text}"))
+        return _INVALID
+    if kind is ParamType.STRING_LIST:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            out.append(FieldViolation(where, f"expected a list of strings, got {type(value).__name__}"))
+            return _INVALID
+        bad = [v for v in value if param.choices and v not in param.choices]
+        if bad:
+            out.append(FieldViolation(where, f"{bad[0]!r} is not one of: {', '.join(param.choices)}"))
+            return _INVALID
+        return list(value)
     if kind is ParamType.BOOL:
         if isinstance(value, bool):
             return value
         out.append(FieldViolation(where, f"expected a bool, got {type(value).__name__}"))
-        return None
+        return _INVALID
     if kind is ParamType.STRING:
         if not isinstance(value, str):
             out.append(FieldViolation(where, f"expected a string, got {type(value).__name__}"))
-            return None
+            return _INVALID
         if param.choices and value not in param.choices:
             out.append(FieldViolation(where, f"{value!r} is not one of: {', '.join(param.choices)}"))
-            return None
+            return _INVALID
         return value
     if kind is ParamType.FLOAT_LIST:
         if not isinstance(value, (list, tuple)) or isinstance(value, str):
             out.append(FieldViolation(where, f"expected a list of numbers, got {type(value).__name__}"))
-            return None
+            return _INVALID
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            out.append(FieldViolation(where, "expected a list of numbers"))
+            return _INVALID
         items = [float(v) for v in value]
         for i, v in enumerate(items):
             if not param.admits(v):
                 out.append(FieldViolation(f"{where}[{i}]", f"{v:g} is outside the valid range {param.range_text}"))
-                return None
+                return _INVALID
         return items
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         out.append(FieldViolation(where, f"expected a number, got {type(value).__name__}"))
-        return None
+        return _INVALID
     if kind is ParamType.INT:
         if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
             out.append(FieldViolation(where, f"expected an integer, got {value!r}"))
-            return None
+            return _INVALID
         value = int(value)
     else:
         value = float(value)
     if not param.admits(float(value)):
         out.append(FieldViolation(where, f"{value:g} is outside the valid range {param.range_text}"))
-        return None
+        return _INVALID
     return value
 
 
-def _check_params(spec: LossSpec, params: Mapping[str, Any], out: list[FieldViolation]) -> dict[str, Any]:
+def _check_params(spec: LossSpec, params: Mapping[str, Any], preset: Mapping[str, Any],
+                  out: list[FieldViolation]) -> dict[str, Any]:
     full = {p.name: p.default for p in spec.params}
+    full.update(preset)
     for name, value in params.items():
         where = f"params[{name}]"
         param = spec.param(name)
@@ -133,7 +155,7 @@ def _check_params(spec: LossSpec, params: Mapping[str, Any], out: list[FieldViol
                 out.append(FieldViolation(where, f"unknown parameter for {spec.name}; expected: {expected}"))
             continue
         coerced = _coerce_param(param, value, where, out)
-        if coerced is not None:
+        if coerced is not _INVALID:
             full[name] = coerced
     return full
 
@@ -168,14 +190,17 @@ def validate(
     *,
     wrt: Sequence[str] | None = None,
     grad_output: torch.Tensor | None = None,
+    preset: Mapping[str, Any] | None = None,
 ) -> Prepared:
     """Check a request against ``spec``; ``wrt=None`` means a Compute call (no gradient).
+
+    ``preset`` holds the parameters the requested alias presets; the request's own ones override it.
 
     Raises :class:`InvalidRequestError` listing every violation found.
     """
     out: list[FieldViolation] = []
     _check_roles(spec, tensors, out)
-    full = _check_params(spec, params, out)
+    full = _check_params(spec, params, preset or {}, out)
     chosen = reduction or spec.default_reduction
     if chosen not in spec.reductions:
         out.append(FieldViolation("reduction", f"{chosen!r} is not offered by {spec.name}; "

@@ -159,9 +159,13 @@ def decode_params(params: Mapping[str, pb.ParamValue]) -> dict[str, Any]:
         kind = value.WhichOneof("kind")
         if kind is None:
             problems.append(FieldViolation(f"params[{name}]", "no value set; set one of number, integer, text, "
-                                                              "flag, numbers"))
+                                                              "flag, numbers, texts, none"))
         elif kind == "numbers":
             out[name] = list(value.numbers.values)
+        elif kind == "texts":
+            out[name] = list(value.texts.values)
+        elif kind == "none":
+            out[name] = None
         else:
             out[name] = getattr(value, kind)
     if problems:

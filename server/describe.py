@@ -14,13 +14,14 @@ _PARAM_TYPES = {
     ParamType.BOOL: pb.PARAM_TYPE_BOOL,
     ParamType.STRING: pb.PARAM_TYPE_STRING,
     ParamType.FLOAT_LIST: pb.PARAM_TYPE_FLOAT_LIST,
+    ParamType.STRING_LIST: pb.PARAM_TYPE_STRING_LIST,
 }
 
 
 def param_value(value: Any) -> pb.ParamValue:
-    """A Python parameter value as a ``ParamValue`` (an empty one for None)."""
+    """A Python parameter value as a ``ParamValue``."""
     if value is None:
-        return pb.ParamValue()
+        return pb.ParamValue(none=0)
     if isinstance(value, bool):
         return pb.ParamValue(flag=value)
     if isinstance(value, int):
@@ -29,6 +30,8 @@ def param_value(value: Any) -> pb.ParamValue:
         return pb.ParamValue(number=value)
     if isinstance(value, str):
         return pb.ParamValue(text=value)
+    if all(isinstance(v, str) for v in value):
+        return pb.ParamValue(texts=pb.StringList(values=list(value)))
     return pb.ParamValue(numbers=pb.DoubleList(values=[float(v) for v in value]))
 
 
@@ -36,7 +39,7 @@ def _param_info(p: Param) -> pb.ParamInfo:
     info = pb.ParamInfo(
         name=p.name, type=_PARAM_TYPES[p.type], default=param_value(p.default),
         exclusive_minimum=p.exclusive_minimum, exclusive_maximum=p.exclusive_maximum,
-        choices=list(p.choices), range=p.range_text, description=p.description,
+        choices=list(p.choices), range=p.range_text, description=p.description, nullable=p.nullable,
     )
     if p.minimum is not None:
         info.minimum = p.minimum
@@ -62,4 +65,8 @@ def loss_info(spec: LossSpec) -> pb.LossInfo:
         default_reduction=spec.default_reduction,
         default_wrt=list(spec.default_wrt),
         notes=spec.notes,
+        presets=[
+            pb.AliasPreset(alias=alias, params={k: param_value(v) for k, v in preset.items()})
+            for alias, preset in spec.presets.items()
+        ],
     )

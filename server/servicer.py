@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
 import grpc
 import torch
 
-from lossd.losses import Registry, evaluate, validate
+from lossd.losses import LossSpec, Registry, evaluate, validate
 from lossd.losses.errors import invalid
 from lossd.server.codec import decode_params, decode_tensor, encode_tensor
 from lossd.server.describe import loss_info
@@ -77,15 +77,15 @@ class LossServicer(pb_grpc.LossServiceServicer):
     def _decode_inputs(self, inputs: Any) -> dict[str, torch.Tensor]:
         return {name: decode_tensor(msg, f"inputs[{name}]", self._max_elements) for name, msg in inputs.items()}
 
-    def _lookup(self, name: str) -> Any:
+    def _lookup(self, name: str) -> tuple[LossSpec, Mapping[str, Any]]:
         if not name:
             raise invalid("loss", "empty; set it to a loss name or alias (ListLosses lists them)")
-        return self._registry.get(name)
+        return self._registry.resolve(name)
 
     def _do_compute(self, request: pb.ComputeRequest) -> tuple[pb.ComputeResponse, int]:
-        spec = self._lookup(request.loss)
+        spec, preset = self._lookup(request.loss)
         tensors = self._decode_inputs(request.inputs)
-        prepared = validate(spec, tensors, decode_params(request.params), request.reduction)
+        prepared = validate(spec, tensors, decode_params(request.params), request.reduction, preset=preset)
         result = evaluate(prepared, self._device)
         response = pb.ComputeResponse(
             loss=encode_tensor(result.loss, request.response_encoding),
@@ -94,12 +94,12 @@ class LossServicer(pb_grpc.LossServiceServicer):
         return response, sum(t.numel() for t in tensors.values())
 
     def _do_gradient(self, request: pb.GradientRequest) -> tuple[pb.GradientResponse, int]:
-        spec = self._lookup(request.loss)
+        spec, preset = self._lookup(request.loss)
         tensors = self._decode_inputs(request.inputs)
         grad_output = (decode_tensor(request.grad_output, "grad_output", self._max_elements)
                        if request.HasField("grad_output") else None)
         prepared = validate(spec, tensors, decode_params(request.params), request.reduction,
-                            wrt=list(request.wrt), grad_output=grad_output)
+                            wrt=list(request.wrt), grad_output=grad_output, preset=preset)
         result = evaluate(prepared, self._device)
         encoding = request.response_encoding
         response = pb.GradientResponse(

@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -33,6 +34,7 @@ class ParamType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PARAM_TYPE_BOOL: _ClassVar[ParamType]
     PARAM_TYPE_STRING: _ClassVar[ParamType]
     PARAM_TYPE_FLOAT_LIST: _ClassVar[ParamType]
+    PARAM_TYPE_STRING_LIST: _ClassVar[ParamType]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_FLOAT64: DType
@@ -51,6 +53,7 @@ PARAM_TYPE_INT: ParamType
 PARAM_TYPE_BOOL: ParamType
 PARAM_TYPE_STRING: ParamType
 PARAM_TYPE_FLOAT_LIST: ParamType
+PARAM_TYPE_STRING_LIST: ParamType
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "raw_data", "float_val", "double_val", "int64_val", "bool_val")
@@ -76,19 +79,29 @@ class DoubleList(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
+class StringList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ParamValue(_message.Message):
-    __slots__ = ("number", "integer", "text", "flag", "numbers")
+    __slots__ = ("number", "integer", "text", "flag", "numbers", "none", "texts")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     INTEGER_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     FLAG_FIELD_NUMBER: _ClassVar[int]
     NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    NONE_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
     number: float
     integer: int
     text: str
     flag: bool
     numbers: DoubleList
-    def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: _Optional[bool] = ..., numbers: _Optional[_Union[DoubleList, _Mapping]] = ...) -> None: ...
+    none: _struct_pb2.NullValue
+    texts: StringList
+    def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: _Optional[bool] = ..., numbers: _Optional[_Union[DoubleList, _Mapping]] = ..., none: _Optional[_Union[_struct_pb2.NullValue, str]] = ..., texts: _Optional[_Union[StringList, _Mapping]] = ...) -> None: ...
 
 class ComputeRequest(_message.Message):
     __slots__ = ("loss", "inputs", "params", "reduction", "response_encoding")
@@ -196,7 +209,7 @@ class ListLossesResponse(_message.Message):
     def __init__(self, losses: _Optional[_Iterable[_Union[LossInfo, _Mapping]]] = ...) -> None: ...
 
 class LossInfo(_message.Message):
-    __slots__ = ("name", "aliases", "summary", "formula", "inputs", "params", "reductions", "default_reduction", "default_wrt", "notes")
+    __slots__ = ("name", "aliases", "summary", "formula", "inputs", "params", "reductions", "default_reduction", "default_wrt", "notes", "presets")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +220,7 @@ class LossInfo(_message.Message):
     DEFAULT_REDUCTION_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_WRT_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    PRESETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     summary: str
@@ -217,7 +231,23 @@ class LossInfo(_message.Message):
     default_reduction: str
     default_wrt: _containers.RepeatedScalarFieldContainer[str]
     notes: str
-    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[RoleInfo, _Mapping]]] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., reductions: _Optional[_Iterable[str]] = ..., default_reduction: _Optional[str] = ..., default_wrt: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ...) -> None: ...
+    presets: _containers.RepeatedCompositeFieldContainer[AliasPreset]
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[RoleInfo, _Mapping]]] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., reductions: _Optional[_Iterable[str]] = ..., default_reduction: _Optional[str] = ..., default_wrt: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[AliasPreset, _Mapping]]] = ...) -> None: ...
+
+class AliasPreset(_message.Message):
+    __slots__ = ("alias", "params")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    params: _containers.MessageMap[str, ParamValue]
+    def __init__(self, alias: _Optional[str] = ..., params: _Optional[_Mapping[str, ParamValue]] = ...) -> None: ...
 
 class RoleInfo(_message.Message):
     __slots__ = ("name", "dtypes", "shape", "required", "differentiable", "description")
@@ -236,7 +266,7 @@ class RoleInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtypes: _Optional[_Iterable[_Union[DType, str]]] = ..., shape: _Optional[str] = ..., required: _Optional[bool] = ..., differentiable: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
 
 class ParamInfo(_message.Message):
-    __slots__ = ("name", "type", "default", "minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "choices", "range", "description")
+    __slots__ = ("name", "type", "default", "minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "choices", "range", "description", "nullable")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +277,7 @@ class ParamInfo(_message.Message):
     CHOICES_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    NULLABLE_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: ParamType
     default: ParamValue
@@ -257,4 +288,5 @@ class ParamInfo(_message.Message):
     choices: _containers.RepeatedScalarFieldContainer[str]
     range: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ParamType, str]] = ..., default: _Optional[_Union[ParamValue, _Mapping]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., exclusive_minimum: _Optional[bool] = ..., exclusive_maximum: _Optional[bool] = ..., choices: _Optional[_Iterable[str]] = ..., range: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    nullable: bool
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ParamType, str]] = ..., default: _Optional[_Union[ParamValue, _Mapping]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., exclusive_minimum: _Optional[bool] = ..., exclusive_maximum: _Optional[bool] = ..., choices: _Optional[_Iterable[str]] = ..., range: _Optional[str] = ..., description: _Optional[str] = ..., nullable: _Optional[bool] = ...) -> None: ...

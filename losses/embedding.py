@@ -1,0 +1,3 @@
+"""(being written) Losses of the embedding family."""
+
+SPECS = ()
