@@ -41,6 +41,7 @@ _MODULES = (regression, binary, classification, multiclass, distribution, sequen
 
 REGISTRY = Registry(spec for module in _MODULES for spec in module.SPECS)
 """Every loss lossd serves, by canonical name and alias."""
+REGISTRY.register(composite.weighted_sum_spec(REGISTRY))
 
 __all__ = [
     "KIND_DTYPES",

@@ -10,6 +10,10 @@ from lossd.losses.errors import invalid
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _CE_RULE = "(N, C), (N, C, d1, ..., dk) or unbatched (C,)"
+# Keras clips probabilities to [eps, 1 - eps] before the log; its names reproduce that (from_logits=False).
+_KERAS_EPS = 1e-7
+_KERAS_NAMES = ("categorical_crossentropy", "CategoricalCrossentropy", "sparse_categorical_crossentropy",
+                "SparseCategoricalCrossentropy")
 
 
 def cross_entropy(
@@ -19,6 +23,7 @@ def cross_entropy(
     reduction: str = "mean",
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
+    from_logits: bool = True,
 ) -> torch.Tensor:
     """Softmax cross-entropy between logits and class indices (or class probabilities).
 
@@ -31,9 +36,17 @@ def cross_entropy(
     mean over N*d1*...*dk. ``label_smoothing`` eps mixes the target with the uniform distribution:
     (1 - eps) * target + eps / C (torch's convention).
 
+    ``from_logits=False`` takes probabilities instead, as Keras does by default: they are normalized
+    over the class dimension and clipped to [1e-7, 1 - 1e-7] before the log.
+
     Shapes: input (N, C, d1..dk) or (C,); target (N, d1..dk) or () of indices, or input's shape of
     probabilities; weight (C,); output () or (N, d1..dk) with reduction "none".
     """
+    if not from_logits:
+        dim = 1 if input.dim() >= 2 else 0
+        probs = input / input.sum(dim=dim, keepdim=True)
+        # log_softmax (inside cross_entropy) of log-probabilities that sum to 1 is the identity.
+        input = torch.log(probs.clamp(_KERAS_EPS, 1 - _KERAS_EPS))
     return F.cross_entropy(
         input, target, weight=weight, reduction=reduction,
         ignore_index=ignore_index, label_smoothing=label_smoothing,
@@ -58,6 +71,12 @@ def _check_cross_entropy(tensors: Tensors, params: Params) -> None:
                           f"{checks.shape_text(logits.shape)}; expected {checks.shape_text(expected)} of class "
                           "indices, or input's shape of probabilities")
         checks.class_indices(target, "target", num_classes, params["ignore_index"])
+    if not params["from_logits"]:
+        checks.non_negative(logits, "input")
+        dim = 1 if logits.dim() >= 2 else 0
+        if logits.numel() and bool((logits.sum(dim=dim) <= 0).any()):
+            raise invalid("inputs[input]", "a row of probabilities sums to 0; with from_logits=false each "
+                          "position needs a positive total over the classes")
     weight = tensors.get("weight")
     if weight is not None:
         if tuple(weight.shape) != (num_classes,):
@@ -133,10 +152,14 @@ SPECS = (
                   "nothing to the loss nor to the mean's denominator)"),
             Param("label_smoothing", ParamType.FLOAT, 0.0, "eps: the target becomes (1 - eps) * target + eps / C",
                   minimum=0.0, maximum=1.0),
+            Param("from_logits", ParamType.BOOL, True, "false: input holds probabilities (normalized over the "
+                  "classes, clipped to [1e-7, 1 - 1e-7]), as Keras' default"),
         ),
-        aliases=("CrossEntropyLoss", "ce", "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels"),
-        notes="Takes logits, as torch does (Keras' categorical_crossentropy takes probabilities by default and is "
-        "not an alias). label_smoothing follows torch (eps/C to every class), not the tutorial's eps/(C-1).",
+        aliases=("CrossEntropyLoss", "ce", "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels",
+                 *_KERAS_NAMES),
+        presets={name: {"from_logits": False} for name in _KERAS_NAMES},
+        notes="Takes logits, as torch does; the Keras names take probabilities (from_logits=false preset), as "
+        "Keras does. label_smoothing follows torch (eps/C to every class), not the tutorial's eps/(C-1).",
         category="classification",
     ),
     LossSpec(

@@ -1,15 +1,20 @@
-"""Elementwise regression losses: mean squared error, mean absolute error, Huber.
+"""Regression losses: MSE, MAE, Huber, smooth L1, log-cosh, pinball (single and multi-quantile),
+Poisson and Gaussian negative log-likelihoods.
 
-Each compares a prediction ``input`` with a ``target`` of exactly the same shape, element by element,
+Each compares a prediction ``input`` with a ``target`` element by element (the shapes must match
+exactly, except multi_quantile's one column per quantile and gaussian_nll's homoscedastic ``var``),
 then reduces: "mean" (default) averages over every element, "sum" adds them, "none" keeps the shape.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from lossd.losses import checks
+from lossd.losses.errors import invalid
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _INPUT = Role("input", (Kind.FLOAT,), "any shape (*)", "prediction", differentiable=True)

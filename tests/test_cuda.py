@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cases import CASES, Case
 
 from lossd.client import InvalidArgumentError, LossClient
 from lossd.losses import REGISTRY, evaluate, validate
@@ -42,18 +44,19 @@ def test_cuda_out_of_range_class_index_is_refused_and_device_stays_usable(cuda_c
     logits = np.zeros((2, 3), np.float32)
     with pytest.raises(InvalidArgumentError):
         cuda_client.compute("cross_entropy", input=logits, target=np.array([0, 3]))
-    assert cuda_client.compute("cross_entropy", input=logits, target=np.array([0, 2])) == pytest.approx(np.log(3))
+    value = cuda_client.compute("cross_entropy", input=logits, target=np.array([0, 2]))
+    assert value == pytest.approx(np.log(3))
 
 
-@pytest.mark.parametrize("name", sorted(s.name for s in REGISTRY))
-def test_cuda_every_loss_matches_cpu(name: str) -> None:
-    """Each loss evaluated on cuda:0 equals the CPU result (float64, default parameters)."""
-    rng = np.random.default_rng(1)
-    spec = REGISTRY.get(name)
-    tensors = {"input": torch.from_numpy(rng.standard_normal((8, 5)))}
-    tensors["target"] = (torch.from_numpy(rng.integers(0, 5, 8)) if name == "cross_entropy"
-                         else torch.from_numpy(rng.random((8, 5))))
-    prepared = validate(spec, tensors, {}, "", wrt=["input"])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+def test_cuda_every_case_matches_cpu(case: Case) -> None:
+    """Each catalog case evaluated on cuda:0 equals the CPU result in float64, value and gradients."""
+    spec, preset = REGISTRY.resolve(case.loss)
+    arrays = case.make(np.random.default_rng(0), np.dtype(np.float64))
+    tensors: dict[str, Any] = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    wrt = [r for r in spec.differentiable_roles if r in tensors and tensors[r].is_floating_point()]
+    prepared = validate(spec, tensors, dict(case.params), "", wrt=wrt, preset=preset)
     cpu, gpu = evaluate(prepared, "cpu"), evaluate(prepared, "cuda:0")
     torch.testing.assert_close(gpu.loss, cpu.loss)
-    torch.testing.assert_close(gpu.gradients["input"], cpu.gradients["input"])
+    for role in wrt:
+        torch.testing.assert_close(gpu.gradients[role], cpu.gradients[role])

@@ -143,7 +143,7 @@ def _example_array(role: pb.RoleInfo, rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 3, size=4)
 
 
-@pytest.mark.parametrize("name", sorted(spec.name for spec in REGISTRY))
+@pytest.mark.parametrize("name", ["bce_with_logits", "cross_entropy", "huber", "mae", "mse"])
 def test_request_built_from_list_losses_alone_succeeds(stub, name: str) -> None:  # type: ignore[no-untyped-def]
     """Filling every required role of (4, 3) floats from ListLosses gives the torch value for each loss."""
     rng = np.random.default_rng(7)

@@ -57,6 +57,18 @@ def _bce(a: Arrays, p: Any, r: str) -> Any:
     return reduce(-(pw * t * log_sig + (1 - t) * log_one_minus), r)
 
 
+def _probs(rng: np.random.Generator, dtype: np.dtype) -> Arrays:
+    raw = rng.uniform(0.05, 1.0, (6, 4))
+    return {"input": (raw / raw.sum(axis=1, keepdims=True)).astype(dtype), "target": rng.integers(0, 4, 6)}
+
+
+def _keras_sparse_ce(a: Arrays, p: Any, r: str) -> Any:
+    # keras.losses.sparse_categorical_crossentropy(y, p): normalize, clip to [1e-7, 1 - 1e-7], -log p_y
+    probs = a["input"] / a["input"].sum(axis=1, keepdims=True)
+    logp = np.log(np.clip(probs, 1e-7, 1 - 1e-7))
+    return reduce(-logp[np.arange(len(a["target"])), a["target"]], r)
+
+
 CASES = [
     Case("mse", _pair, _mse, bad_shape=("target", (6, 5))),
     Case("mae", _pair, _mae, bad_shape=("target", (6,))),
@@ -66,4 +78,6 @@ CASES = [
     Case("cross_entropy", _ce_inputs, _ce, params={"label_smoothing": 0.2}, variant="label_smoothing=0.2",
          bad_shape=("weight", (4,))),
     Case("bce_with_logits", _bce_inputs, _bce, bad_shape=("pos_weight", (2,))),
+    Case("sparse_categorical_crossentropy", _probs, _keras_sparse_ce, variant="keras preset: probabilities",
+         bad_shape=("target", (5,))),
 ]
