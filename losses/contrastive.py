@@ -1,3 +1,320 @@
-"""(being written) Losses of the contrastive family."""
+"""Contrastive and metric-learning losses over a batch of embeddings.
 
-SPECS = ()
+info_nce is the tutorial's InfoNCE (positives are the cyclic neighbours i-1 and i+1), with the standard
+denominator by default and ``denominator="seed"`` reproducing the tutorial's double count. nt_xent
+(SimCLR / optax / pytorch-metric-learning) and circle take labels: samples sharing a label are
+positives. moco_info_nce scores a query against its key and a queue of negatives. Every softmax is
+computed with log-sum-exp (masked entries are -inf), so large similarities never overflow, and every
+loss works on cosine similarities (L2-normalised embeddings); info_nce and moco_info_nce can be asked
+for raw dot products with ``normalize=False``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lossd.losses import checks
+from lossd.losses.errors import invalid
+from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, ShapeFn, Tensors
+
+_REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda t: t}
+
+
+def _masked_logsumexp(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Row-wise log-sum-exp over the entries where ``keep`` holds; -inf for a row that keeps none."""
+    return torch.logsumexp(values.masked_fill(~keep, float("-inf")), dim=1)
+
+
+def _temperature() -> Param:
+    return Param("temperature", ParamType.FLOAT, 0.07, "softmax temperature tau (similarities are divided by it)",
+                 minimum=0.0, exclusive_minimum=True)
+
+
+def _normalize() -> Param:
+    return Param("normalize", ParamType.BOOL, True, "L2-normalise the embeddings first (cosine similarity); "
+                 "false uses raw dot products, for embeddings already normalised")
+
+
+def _matrix(tensors: Tensors, role: str, rule: str = "(N, D)") -> None:
+    t = tensors[role]
+    if t.dim() != 2:
+        raise invalid(checks.field(role), f"shape {checks.shape_text(t.shape)}; expected {rule}")
+    if t.shape[0] < 1 or t.shape[1] < 1:
+        raise invalid(checks.field(role), f"shape {checks.shape_text(t.shape)} is empty; expected {rule} "
+                      "with at least one row and one column")
+    checks.finite(t, role)
+
+
+def _labels(tensors: Tensors, like: str) -> None:
+    labels, n = tensors["labels"], tensors[like].shape[0]
+    if tuple(labels.shape) != (n,):
+        raise invalid("inputs[labels]", f"shape {checks.shape_text(labels.shape)}; expected ({n},), one label "
+                      f"per row of {like}")
+
+
+def _rows(role: str) -> ShapeFn:
+    def shape(tensors: Tensors, params: Params) -> tuple[int, ...]:
+        return (tensors[role].shape[0],)
+
+    return shape
+
+
+# ---------------------------------------------------------------------------------------------------- info_nce
+
+
+def info_nce(
+    features: torch.Tensor,
+    reduction: str = "mean",
+    temperature: float = 0.07,
+    positives: str = "adjacent",
+    denominator: str = "all_non_self",
+    normalize: bool = True,
+) -> torch.Tensor:
+    """The tutorial's InfoNCE: each row's positives are its cyclic neighbours, summed inside the log.
+
+    With z_i = features_i / ||features_i|| (raw features when ``normalize`` is false), s_ij = z_i.z_j / tau,
+    P(i) = {(i - 1) mod N, (i + 1) mod N} (one row when N = 2; the row itself when N = 1)::
+
+        pos_i = sum_{j in P(i)} exp(s_ij)
+        all_i = sum_{k != i} exp(s_ik)
+        l_i = -log(pos_i / all_i)               denominator = "all_non_self" (standard, default)
+        l_i = -log(pos_i / (pos_i + all_i))     denominator = "seed" (the tutorial's code: positives twice)
+
+    computed as log-sum-exps. "mean" averages over the N rows. With N = 2 the standard loss is always 0
+    and the seed's log 2; with N = 1 the seed's loss is 0 and the standard one is undefined (refused).
+    Shapes: features (N, D); output () or (N,) with reduction "none".
+    """
+    z = F.normalize(features, dim=1) if normalize else features
+    sim = z @ z.T / temperature
+    n = sim.shape[0]
+    rows = torch.arange(n, device=sim.device)
+    pos = torch.zeros(n, n, dtype=torch.bool, device=sim.device)
+    if positives == "adjacent":
+        pos[rows, (rows + 1) % n] = True
+        pos[rows, (rows - 1) % n] = True
+    eye = torch.eye(n, dtype=torch.bool, device=sim.device)
+    lse_pos = _masked_logsumexp(sim, pos)
+    lse_all = _masked_logsumexp(sim, ~eye)
+    if denominator == "seed":
+        lse_all = torch.logaddexp(lse_pos, lse_all)
+    return _REDUCE[reduction](lse_all - lse_pos)
+
+
+def _check_info_nce(tensors: Tensors, params: Params) -> None:
+    _matrix(tensors, "features")
+    if tensors["features"].shape[0] < 2 and params["denominator"] == "all_non_self":
+        raise invalid("inputs[features]", "has 1 row: the standard denominator (every other row) is empty, so "
+                      "the loss is undefined; expected N >= 2 (denominator='seed' gives 0 for N = 1)")
+
+
+# ---------------------------------------------------------------------------------------------------- nt_xent
+
+
+def _positive_pairs(labels: torch.Tensor) -> torch.Tensor:
+    same = labels[:, None] == labels[None, :]
+    return same & ~torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
+
+
+def nt_xent(
+    embeddings: torch.Tensor, labels: torch.Tensor, reduction: str = "mean", temperature: float = 0.07
+) -> torch.Tensor:
+    """NT-Xent (SimCLR; optax ``ntxent``; pytorch-metric-learning ``NTXentLoss``) over labelled embeddings.
+
+    With s_ij = cos(e_i, e_j) / tau, for every ordered positive pair (a, p) (a != p, labels equal) and the
+    negatives N(a) = {n : label_n != label_a}::
+
+        l_ap = -log(exp(s_ap) / (exp(s_ap) + sum_{n in N(a)} exp(s_an)))
+
+    Other positives of a are not in the denominator. "mean" averages over the P ordered positive pairs
+    (as optax and pml do); "none" lists them in row-major (a, p) order. The SimCLR two-view form (z1, z2)
+    is embeddings = concat(z1, z2) with labels = [0..N-1, 0..N-1]. A batch with no positive pair is refused.
+    Shapes: embeddings (M, D), labels (M,) integers; output () or (P,) with reduction "none".
+    """
+    z = F.normalize(embeddings, dim=1)
+    sim = z @ z.T / temperature
+    pos = _positive_pairs(labels)
+    lse_neg = _masked_logsumexp(sim, labels[:, None] != labels[None, :])
+    anchor, positive = pos.nonzero(as_tuple=True)
+    s_ap = sim[anchor, positive]
+    return _REDUCE[reduction](torch.logaddexp(s_ap, lse_neg[anchor]) - s_ap)
+
+
+def _check_labelled(tensors: Tensors, params: Params) -> None:
+    _matrix(tensors, "embeddings", "(M, D)")
+    _labels(tensors, "embeddings")
+
+
+def _check_nt_xent(tensors: Tensors, params: Params) -> None:
+    _check_labelled(tensors, params)
+    if not bool(_positive_pairs(tensors["labels"]).any()):
+        raise invalid("inputs[labels]", "no two samples share a label, so there is no positive pair and the mean "
+                      "over positive pairs is undefined; expected at least one label that occurs twice")
+
+
+def _pairs_shape(tensors: Tensors, params: Params) -> tuple[int, ...]:
+    return (int(_positive_pairs(tensors["labels"]).sum()),)
+
+
+# ---------------------------------------------------------------------------------------------------- moco_info_nce
+
+
+def moco_info_nce(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    queue: torch.Tensor,
+    reduction: str = "mean",
+    temperature: float = 0.07,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """MoCo's InfoNCE: each query against its own key (the positive) and a queue of K negatives.
+
+    With q, k, u the L2-normalised query, key and queue rows (raw when ``normalize`` is false)::
+
+        logits_i = [q_i.k_i, q_i.u_1, ..., q_i.u_K] / tau
+        l_i = -log_softmax(logits_i)[0]
+
+    i.e. cross-entropy with label 0. MoCo stops the gradient at the key and the queue; Gradient
+    differentiates the query by default and key/queue only when asked. "mean" averages over N queries.
+    Shapes: query (N, D), key (N, D), queue (K, D); output () or (N,) with reduction "none".
+    """
+    if normalize:
+        query, key, queue = (F.normalize(t, dim=1) for t in (query, key, queue))
+    logits = torch.cat([(query * key).sum(dim=1, keepdim=True), query @ queue.T], dim=1) / temperature
+    return _REDUCE[reduction](torch.logsumexp(logits, dim=1) - logits[:, 0])
+
+
+def _check_moco(tensors: Tensors, params: Params) -> None:
+    _matrix(tensors, "query")
+    checks.same_shape(tensors, "key", "query")
+    checks.finite(tensors["key"], "key")
+    queue, d = tensors["queue"], tensors["query"].shape[1]
+    if queue.dim() != 2 or queue.shape[1] != d:
+        raise invalid("inputs[queue]", f"shape {checks.shape_text(queue.shape)}; expected (K, {d}), the query's "
+                      "embedding size")
+    checks.finite(queue, "queue")
+
+
+# ---------------------------------------------------------------------------------------------------- circle
+
+
+def circle(
+    embeddings: torch.Tensor, labels: torch.Tensor, reduction: str = "mean", m: float = 0.4, gamma: float = 80.0
+) -> torch.Tensor:
+    """Circle loss (Sun et al. 2020), pair-label form, as pytorch-metric-learning's ``CircleLoss``.
+
+    With s_ij = cos(e_i, e_j), positives P(i) = {j != i : label_j = label_i}, negatives N(i) = {label_j != label_i},
+    and weights alpha computed on detached similarities (no gradient flows through them)::
+
+        alpha_p = max(0, 1 + m - s_ip),  alpha_n = max(0, s_in + m)
+        l_i = softplus(logsumexp_{p in P(i)} -gamma*alpha_p*(s_ip - (1 - m))
+                       + logsumexp_{n in N(i)}  gamma*alpha_n*(s_in - m))
+
+    l_i = 0 for an anchor with no positive or no negative (so a batch without any positive pair gives 0).
+    "mean" averages over all N anchors, zeros included (pml with MeanReducer; Keras' circle(...).mean()).
+    Shapes: embeddings (N, D), labels (N,) integers; output () or (N,) with reduction "none".
+    """
+    z = F.normalize(embeddings, dim=1)
+    sim = z @ z.T
+    pos = _positive_pairs(labels)
+    neg = labels[:, None] != labels[None, :]
+    fixed = sim.detach()
+    alpha_p = torch.relu(1 + m - fixed)
+    alpha_n = torch.relu(fixed + m)
+    lse_p = _masked_logsumexp(-gamma * alpha_p * (sim - (1 - m)), pos)
+    lse_n = _masked_logsumexp(gamma * alpha_n * (sim - m), neg)
+    valid = pos.any(dim=1) & neg.any(dim=1)
+    total = torch.where(valid, lse_p + lse_n, torch.zeros_like(lse_p))
+    losses = torch.where(valid, F.softplus(total), torch.zeros_like(lse_p))
+    return _REDUCE[reduction](losses)
+
+
+_EMBEDDINGS = Role("embeddings", (Kind.FLOAT,), "(M, D)", "embeddings (normalised inside)", differentiable=True)
+_LABELS = Role("labels", (Kind.INDEX,), "(M,) integers", "class labels; samples with equal labels are positives")
+
+
+SPECS = (
+    LossSpec(
+        name="info_nce",
+        summary="The tutorial's InfoNCE: positives are the cyclic neighbours i-1 and i+1 in the batch.",
+        formula="l_i = -log(sum_{j in {i-1, i+1} mod N} exp(s_ij) / D_i); s_ij = cos(f_i, f_j)/tau; "
+        "D_i = sum_{k != i} exp(s_ik) (all_non_self) or that plus the positives' sum again (seed)",
+        fn=info_nce,
+        roles=(Role("features", (Kind.FLOAT,), "(N, D)", "one embedding per row; rows i and i+1 are positives",
+                    differentiable=True),),
+        check=_check_info_nce,
+        unreduced_shape=_rows("features"),
+        params=(
+            _temperature(),
+            Param("positives", ParamType.STRING, "adjacent", "which rows are positives: adjacent = i-1 and i+1, "
+                  "cyclic (the tutorial's)", choices=("adjacent",)),
+            Param("denominator", ParamType.STRING, "all_non_self", "all_non_self: every other row once (standard); "
+                  "seed: the tutorial's code, which adds the positives a second time",
+                  choices=("all_non_self", "seed")),
+            _normalize(),
+        ),
+        aliases=("InfoNCELoss",),
+        default_wrt=("features",),
+        notes="The tutorial's code counts positives twice in the denominator (denominator='seed' reproduces it), "
+        "skips L2 normalisation (normalize=false) and overflows without a max-shift (log-sum-exp here).",
+        category="contrastive",
+    ),
+    LossSpec(
+        name="nt_xent",
+        summary="NT-Xent (SimCLR) over labelled embeddings: mean over positive pairs of a softmax against negatives.",
+        formula="l_ap = -log(exp(s_ap) / (exp(s_ap) + sum_{n: y_n != y_a} exp(s_an))); s = cos/tau; "
+        "mean over ordered positive pairs (a != p, y_a = y_p)",
+        fn=nt_xent,
+        roles=(_EMBEDDINGS, _LABELS),
+        check=_check_nt_xent,
+        unreduced_shape=_pairs_shape,
+        params=(_temperature(),),
+        aliases=("NTXentLoss", "ntxent", "simclr"),
+        default_wrt=("embeddings",),
+        notes="Equals optax.losses.ntxent and pml NTXentLoss. The SimCLR view pair is concat(z1, z2) with labels "
+        "[0..N-1, 0..N-1]. A batch without a positive pair is refused (pml answers 0, optax NaN).",
+        category="contrastive",
+    ),
+    LossSpec(
+        name="moco_info_nce",
+        summary="MoCo InfoNCE: cross-entropy of [q.k, q.queue^T]/tau against label 0.",
+        formula="l_i = -log(exp(q_i.k_i/tau) / (exp(q_i.k_i/tau) + sum_j exp(q_i.u_j/tau))), L2-normalised rows",
+        fn=moco_info_nce,
+        roles=(
+            Role("query", (Kind.FLOAT,), "(N, D)", "query embeddings", differentiable=True),
+            Role("key", (Kind.FLOAT,), "(N, D), same as query", "positive key of each query (MoCo stops its "
+                 "gradient; differentiable on request)", differentiable=True),
+            Role("queue", (Kind.FLOAT,), "(K, D), D as query", "negative keys (MoCo stops its gradient; "
+                 "differentiable on request)", differentiable=True),
+        ),
+        check=_check_moco,
+        unreduced_shape=_rows("query"),
+        params=(_temperature(), _normalize()),
+        aliases=("moco", "MoCo"),
+        default_wrt=("query",),
+        notes="Normalises query, key and queue by default (MoCo's model does so before the loss); "
+        "temperature 0.07 is MoCo v1's (v2 uses 0.2).",
+        category="contrastive",
+    ),
+    LossSpec(
+        name="circle",
+        summary="Circle loss (pair-label form) with self-paced weights on cosine similarities.",
+        formula="l_i = softplus(lse_p(-gamma*a_p*(s_ip - 1 + m)) + lse_n(gamma*a_n*(s_in - m))); "
+        "a_p = [1 + m - s_ip]+, a_n = [s_in + m]+ detached; mean over all anchors",
+        fn=circle,
+        roles=(_EMBEDDINGS, _LABELS),
+        check=_check_labelled,
+        unreduced_shape=_rows("embeddings"),
+        params=(
+            Param("m", ParamType.FLOAT, 0.4, "relaxation margin (pml and Keras default 0.4; the paper used 0.25)",
+                  minimum=0.0, maximum=1.0),
+            Param("gamma", ParamType.FLOAT, 80.0, "scale (pml and Keras default 80; the paper used 256 for faces)",
+                  minimum=0.0, exclusive_minimum=True),
+        ),
+        aliases=("CircleLoss",),
+        default_wrt=("embeddings",),
+        notes="pml's default reducer averages only non-zero anchors (AvgNonZero); here 'mean' is over all anchors "
+        "(pml MeanReducer). Keras' circle does not normalise nor detach the weights (its gradients differ).",
+        category="contrastive",
+    ),
+)

@@ -24,7 +24,7 @@ NUMPY_TO_WIRE = {
 
 def raw_tensor(array: Any) -> pb.Tensor:
     """A wire tensor with raw little-endian bytes, built by hand (not through the client library)."""
-    a = np.ascontiguousarray(array)
+    a = np.asarray(array, order="C")  # (ascontiguousarray would turn a 0-d array into 1-d)
     raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
     return pb.Tensor(dtype=NUMPY_TO_WIRE[a.dtype], shape=list(a.shape), raw_data=raw)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from cases import CASES, Case
-from helpers import bad_request_fields
+from helpers import bad_request_fields, raw_tensor
 
 from lossd.client import InvalidArgumentError, LossClient
 from lossd.client._codec import encode_param
@@ -57,6 +57,27 @@ def by_case() -> list[Any]:
 def differentiable_present(case: Case, arrays: dict[str, np.ndarray]) -> list[str]:
     spec, _ = spec_of(case)
     return [r for r in spec.differentiable_roles if r in arrays and arrays[r].dtype.kind == "f"]
+
+
+SEED = ("mse mae huber log_cosh bce_with_logits hinge squared_hinge exponential cross_entropy kl_div distillation "
+        "multi_margin focal dice combo quantile multi_quantile label_smoothing_cross_entropy adaptive_label_smoothing "
+        "info_nce nll hinge_embedding triplet_margin circle nt_xent moco_info_nce pairwise_hinge lambda_rank "
+        "uncertainty_weighting weighted_sum").split()
+TORCH_NN = ("bce smooth_l1 ctc poisson_nll gaussian_nll margin_ranking multilabel_margin soft_margin "
+            "multilabel_soft_margin cosine_embedding triplet_margin_with_distance linear_cross_entropy").split()
+
+
+def test_registry_is_the_seed_and_torch_nn_catalog() -> None:
+    """The registry holds exactly the 30 seed losses and the 12 other torch.nn criteria: 42."""
+    assert (len(SEED), len(TORCH_NN)) == (30, 12)
+    assert sorted(s.name for s in REGISTRY) == sorted(SEED + TORCH_NN)
+
+
+def test_list_losses_serves_all_42(stub: Any) -> None:
+    """ListLosses over the wire describes all 42 losses, each with roles and reductions."""
+    losses = stub.ListLosses(pb.ListLossesRequest(), timeout=10).losses
+    assert len(losses) == 42
+    assert all(info.inputs and info.reductions and info.default_wrt for info in losses)
 
 
 def test_every_registered_loss_has_a_case() -> None:
@@ -129,8 +150,8 @@ def test_unreduced_gradient_takes_grad_output(client: LossClient, case: Case) ->
 
 
 def _refused(client: LossClient, case: Case, **changes: Any) -> InvalidArgumentError:
-    arrays = changes.pop("inputs", None) or inputs_of(case)
-    params = changes.pop("params", None) or dict(case.params)
+    arrays = changes.pop("inputs") if "inputs" in changes else inputs_of(case)
+    params = changes.pop("params") if "params" in changes else dict(case.params)
     with pytest.raises(InvalidArgumentError) as err:
         if "wrt" in changes:
             client.gradient(case.loss, inputs=arrays, params=params, **changes)
@@ -234,8 +255,7 @@ def test_half_precision_is_computed_in_float32_and_answered_in_kind(stub: Any, c
             request.inputs[name].CopyFrom(_half_tensor(array, half)[0])
             seen[name] = _half_tensor(array, half)[1]
         else:
-            request.inputs[name].CopyFrom(pb.Tensor(dtype=pb.DTYPE_INT64, shape=list(array.shape),
-                                                    raw_data=array.astype("<i8").tobytes()))
+            request.inputs[name].CopyFrom(raw_tensor(array))
             seen[name] = array
     for name, value in case.params.items():
         request.params[name].CopyFrom(encode_param(name, value))
