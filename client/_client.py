@@ -9,10 +9,16 @@ from typing import Any
 import grpc
 import numpy as np
 
-from lossd.client._codec import decode_array, encode_array, encode_param, split_arguments
+from lossd.client._codec import decode_array, encode_param, split_arguments, tensor_parts
 from lossd.client._errors import from_rpc_error
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import loss_service_pb2_grpc as pb_grpc
+from lossd.v1 import wire
+
+_INPUTS = pb.ComputeRequest.DESCRIPTOR.fields_by_name["inputs"].number
+_GRAD_OUTPUT = pb.GradientRequest.DESCRIPTOR.fields_by_name["grad_output"].number
+_LOSS = pb.ComputeResponse.DESCRIPTOR.fields_by_name["loss"].number
+_GRADIENTS = pb.GradientResponse.DESCRIPTOR.fields_by_name["gradients"].number
 
 Value = float | np.ndarray
 
@@ -59,6 +65,11 @@ class LossClient:
         else:
             self._channel = grpc.insecure_channel(target, options=channel_options)
         self._stub = pb_grpc.LossServiceStub(self._channel)
+        # Compute and Gradient carry tensors: sent and received through the zero-copy wire codec.
+        self._compute = self._channel.unary_unary("/lossd.v1.LossService/Compute",
+                                                  response_deserializer=wire.parse_compute_response)
+        self._gradient = self._channel.unary_unary("/lossd.v1.LossService/Gradient",
+                                                   response_deserializer=wire.parse_gradient_response)
         self._timeout = timeout
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
 
@@ -78,9 +89,10 @@ class LossClient:
         Raises a :class:`LossError` subclass when the server refuses or the call fails.
         """
         request = pb.ComputeRequest(loss=loss, reduction=reduction)
-        self._fill(request, inputs, params, arguments)
-        response = self._call(self._stub.Compute, request, timeout)
-        return _value(response.loss, response.reduction)
+        detached = self._fill(request, inputs, params, arguments)
+        parsed = self._call(self._compute, wire.serialize(request, detached), timeout)
+        response = parsed.message
+        return _value(decode_array(response.loss, parsed.raw.get((_LOSS, None))), response.reduction)
 
     def gradient(
         self,
@@ -101,13 +113,14 @@ class LossClient:
         ``grad_output`` (shaped like the loss) makes it a vector-Jacobian product; ones by default.
         """
         request = pb.GradientRequest(loss=loss, reduction=reduction, wrt=list(wrt))
+        detached = self._fill(request, inputs, params, arguments)
         if grad_output is not None:
-            request.grad_output.CopyFrom(encode_array(np.asarray(grad_output) if not hasattr(grad_output, "detach")
-                                                      else grad_output))
-        self._fill(request, inputs, params, arguments)
-        response = self._call(self._stub.Gradient, request, timeout)
-        grads = {role: decode_array(t) for role, t in response.gradients.items()}
-        return _value(response.loss, response.reduction), grads
+            meta, data = tensor_parts(grad_output)
+            detached.append(wire.Detached(_GRAD_OUTPUT, None, meta, data))
+        parsed = self._call(self._gradient, wire.serialize(request, detached), timeout)
+        response = parsed.message
+        grads = {role: decode_array(t, parsed.raw.get((_GRADIENTS, role))) for role, t in response.gradients.items()}
+        return _value(decode_array(response.loss, parsed.raw.get((_LOSS, None))), response.reduction), grads
 
     def list_losses(self, *, timeout: float | None = None) -> list[pb.LossInfo]:
         """Every loss the server offers, with roles, parameters and reductions."""
@@ -129,12 +142,16 @@ class LossClient:
         self.close()
 
     def _fill(self, request: Any, inputs: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
-              arguments: Mapping[str, Any]) -> None:
+              arguments: Mapping[str, Any]) -> list[wire.Detached]:
+        """Parameters go into ``request``; tensors are returned, to be appended without a copy."""
         kw_inputs, kw_params = split_arguments(arguments)
+        detached = []
         for role, value in {**(inputs or {}), **kw_inputs}.items():
-            request.inputs[role].CopyFrom(encode_array(value))
+            meta, data = tensor_parts(value)
+            detached.append(wire.Detached(_INPUTS, role, meta, data))
         for name, value in {**(params or {}), **kw_params}.items():
             request.params[name].CopyFrom(encode_param(name, value))
+        return detached
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
@@ -144,6 +161,5 @@ class LossClient:
             raise from_rpc_error(exc) from None
 
 
-def _value(msg: pb.Tensor, reduction: str) -> Value:
-    array = decode_array(msg)
+def _value(array: np.ndarray, reduction: str) -> Value:
     return array if reduction == "none" else float(array)

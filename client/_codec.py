@@ -34,8 +34,11 @@ def _is_torch_tensor(value: Any) -> bool:
     return type(value).__module__.startswith("torch") and hasattr(value, "detach")
 
 
-def encode_array(value: Any) -> pb.Tensor:
-    """A ``Tensor`` message (raw little-endian bytes) for a numpy array or torch tensor."""
+def tensor_parts(value: Any) -> tuple[pb.Tensor, np.ndarray]:
+    """(a ``Tensor`` message without its bytes, the little-endian C-order array holding them).
+
+    No copy is made when the array is already little-endian and contiguous.
+    """
     if _is_torch_tensor(value):
         t = value.detach().cpu().contiguous()
         if str(t.dtype) == "torch.bfloat16":
@@ -43,28 +46,39 @@ def encode_array(value: Any) -> pb.Tensor:
 
             # numpy has no bfloat16: send its 16-bit patterns as they are.
             bits = t.view(torch.int16).numpy()
-            return pb.Tensor(dtype=pb.DTYPE_BFLOAT16, shape=list(t.shape), raw_data=bits.astype("<i2").tobytes())
+            return pb.Tensor(dtype=pb.DTYPE_BFLOAT16, shape=list(t.shape)), bits.astype("<i2", copy=False)
         value = t.numpy()
     array = np.asarray(value)
     wire = _NUMPY_TO_WIRE.get(array.dtype.newbyteorder("="))
     if wire is None:
         supported = ", ".join(str(d) for d in _NUMPY_TO_WIRE)
         raise TypeError(f"cannot send an array of dtype {array.dtype}; supported: {supported}, torch.bfloat16")
-    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    return pb.Tensor(dtype=wire, shape=list(array.shape), raw_data=np.ascontiguousarray(little).tobytes())
+    little = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+    return pb.Tensor(dtype=wire, shape=list(array.shape)), little.reshape(array.shape)
 
 
-def decode_array(msg: pb.Tensor) -> np.ndarray:
-    """A read-only numpy view of a ``Tensor`` message (bfloat16 comes back as float32)."""
+def encode_array(value: Any) -> pb.Tensor:
+    """A complete ``Tensor`` message (raw little-endian bytes) for a numpy array or torch tensor."""
+    meta, data = tensor_parts(value)
+    meta.raw_data = data.tobytes()
+    return meta
+
+
+def decode_array(msg: pb.Tensor, raw: memoryview | None = None) -> np.ndarray:
+    """A read-only numpy view of a ``Tensor`` message (bfloat16 comes back as float32).
+
+    ``raw`` holds the bytes when the wire codec left them in the received buffer.
+    """
     shape = tuple(msg.shape)
+    data = raw if raw else msg.raw_data
     if msg.dtype == pb.DTYPE_BFLOAT16:
-        if msg.raw_data:
-            bits = np.frombuffer(msg.raw_data, dtype="<u2").astype(np.uint32) << 16
+        if data:
+            bits = np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16
             return bits.view(np.float32).reshape(shape)
         return np.asarray(msg.float_val, dtype=np.float32).reshape(shape)
     dtype = _WIRE_TO_NUMPY[msg.dtype]
-    if msg.raw_data:
-        return np.frombuffer(msg.raw_data, dtype=dtype.newbyteorder("<")).reshape(shape)
+    if data:
+        return np.frombuffer(data, dtype=dtype.newbyteorder("<")).reshape(shape)
     for values in (msg.float_val, msg.double_val, msg.int64_val, msg.bool_val):
         if len(values):
             return np.asarray(values, dtype=dtype).reshape(shape)

@@ -18,11 +18,17 @@ from lossd.losses import (
     contrastive,
     distribution,
     embedding,
+    infonce,
+    likelihood,
+    margin,
     multiclass,
+    quantile,
     ranking,
     regression,
     segmentation,
     sequence,
+    smoothing,
+    triplet,
 )
 from lossd.losses.engine import Result, evaluate
 from lossd.losses.errors import (
@@ -36,8 +42,8 @@ from lossd.losses.registry import Registry, normalize_name
 from lossd.losses.spec import KIND_DTYPES, Kind, LossSpec, Param, ParamType, Role
 from lossd.losses.validate import Prepared, validate
 
-_MODULES = (regression, binary, classification, multiclass, distribution, sequence, segmentation, embedding,
-            contrastive, ranking, composite)
+_MODULES = (regression, quantile, likelihood, binary, margin, classification, multiclass, smoothing, distribution,
+            sequence, segmentation, embedding, triplet, contrastive, infonce, ranking, composite)
 
 REGISTRY = Registry(spec for module in _MODULES for spec in module.SPECS)
 """Every loss lossd serves, by canonical name and alias."""

@@ -21,7 +21,7 @@ from lossd.server.metrics import MetricsEndpoint, ServerMetrics, lossd_version
 from lossd.server.servicer import LossServicer
 from lossd.server.settings import ServerSettings
 from lossd.v1 import loss_service_pb2 as pb
-from lossd.v1 import loss_service_pb2_grpc as pb_grpc
+from lossd.v1 import wire
 
 log = logging.getLogger("lossd.server")
 
@@ -65,7 +65,7 @@ class LossServer:
         ])
         servicer = LossServicer(self.registry, self.device, self.metrics, self._executor,
                                 max_elements=limit // _BYTES_PER_ELEMENT_FLOOR, inline_bytes=s.inline_bytes)
-        pb_grpc.add_LossServiceServicer_to_server(servicer, server)
+        _add_loss_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -106,6 +106,23 @@ class LossServer:
             self._metrics_endpoint = None
         self._executor.shutdown(wait=False, cancel_futures=True)
         log.info("lossd stopped")
+
+
+def _add_loss_service(servicer: LossServicer, server: grpc.aio.Server) -> None:
+    """Like the generated add_LossServiceServicer_to_server, with the zero-copy wire codec for tensors."""
+    handlers = {
+        "Compute": grpc.unary_unary_rpc_method_handler(
+            servicer.Compute, request_deserializer=wire.parse_compute_request,
+            response_serializer=wire.serialize_message),
+        "Gradient": grpc.unary_unary_rpc_method_handler(
+            servicer.Gradient, request_deserializer=wire.parse_gradient_request,
+            response_serializer=wire.serialize_message),
+        "ListLosses": grpc.unary_unary_rpc_method_handler(
+            servicer.ListLosses, request_deserializer=wire.parse_list_request,
+            response_serializer=pb.ListLossesResponse.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 async def serve(settings: ServerSettings) -> None:

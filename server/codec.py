@@ -18,6 +18,7 @@ import torch
 from lossd.losses import FieldViolation, InvalidRequestError, ResourceLimitError
 from lossd.losses.errors import invalid
 from lossd.v1 import loss_service_pb2 as pb
+from lossd.v1 import wire
 
 if sys.byteorder != "little":  # raw_data is little-endian on the wire; we wrap it without swapping
     raise ImportError("lossd's server needs a little-endian host")
@@ -60,8 +61,11 @@ def wire_dtype_name(value: int) -> str:
     return pb.DType.Name(value).removeprefix("DTYPE_").lower() if value in pb.DType.values() else str(value)
 
 
-def decode_tensor(msg: pb.Tensor, where: str, max_elements: int) -> torch.Tensor:
-    """The CPU tensor a ``Tensor`` message describes; ``where`` names it in errors (``inputs[target]``)."""
+def decode_tensor(msg: pb.Tensor, where: str, max_elements: int, raw: memoryview | None = None) -> torch.Tensor:
+    """The CPU tensor a ``Tensor`` message describes; ``where`` names it in errors (``inputs[target]``).
+
+    ``raw`` is the tensor's raw_data when the wire codec left it in the received bytes (zero-copy).
+    """
     dtype = WIRE_TO_TORCH.get(msg.dtype)
     if dtype is None:
         accepted = ", ".join(_dtype_name(d) for d in TORCH_TO_WIRE)
@@ -87,7 +91,7 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int) -> torch.Tensor
                 f"{where}.shape[{i}] is {d}; this server accepts at most {max_elements} elements per tensor",
                 [FieldViolation(f"{where}.shape[{i}]", f"{d} exceeds the limit of {max_elements} elements")],
             )
-    present = [name for name in _CONTENT_FIELDS if _has(msg, name)]
+    present = [name for name in _CONTENT_FIELDS if _has(msg, name) or (name == "raw_data" and raw)]
     if len(present) > 1:
         raise invalid(where, f"carries both {present[0]} and {present[1]}; send exactly one content field")
     if not present:
@@ -97,7 +101,7 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int) -> torch.Tensor
                       "set raw_data or one typed list")
     content = present[0]
     if content == "raw_data":
-        return _from_raw(msg.raw_data, dtype, shape, numel, where)
+        return _from_raw(raw if raw else msg.raw_data, dtype, shape, numel, where)
     return _from_list(getattr(msg, content), content, dtype, shape, numel, where)
 
 
@@ -105,7 +109,8 @@ def _has(msg: pb.Tensor, name: str) -> bool:
     return len(getattr(msg, name)) > 0
 
 
-def _from_raw(raw: bytes, dtype: torch.dtype, shape: tuple[int, ...], numel: int, where: str) -> torch.Tensor:
+def _from_raw(raw: bytes | memoryview, dtype: torch.dtype, shape: tuple[int, ...], numel: int,
+              where: str) -> torch.Tensor:
     itemsize = torch.empty((), dtype=dtype).element_size()
     if len(raw) != numel * itemsize:
         raise invalid(f"{where}.raw_data", f"{len(raw)} bytes, but shape {list(shape)} of {_dtype_name(dtype)} "
@@ -149,6 +154,17 @@ def encode_tensor(tensor: torch.Tensor, encoding: int = pb.ENCODING_RAW) -> pb.T
         # One copy into the message; the uint8 view makes bfloat16 (which numpy lacks) work too.
         msg.raw_data = t.reshape(-1).view(torch.uint8).numpy().tobytes()
     return msg
+
+
+def outgoing_tensor(tensor: torch.Tensor, encoding: int, field: int, key: str | None,
+                    into: list[wire.Detached]) -> pb.Tensor:
+    """The message for a reply tensor; a large raw one goes to ``into`` instead, sent without a copy."""
+    t = tensor.detach().contiguous()
+    if encoding == pb.ENCODING_VALUES or t.numel() * t.element_size() < wire.DETACH_BYTES:
+        return encode_tensor(t, encoding)
+    meta = pb.Tensor(dtype=TORCH_TO_WIRE[t.dtype], shape=list(t.shape))
+    into.append(wire.Detached(field, key, meta, t.reshape(-1).view(torch.uint8).numpy()))
+    return meta
 
 
 def decode_params(params: Mapping[str, pb.ParamValue]) -> dict[str, Any]:

@@ -18,12 +18,19 @@ import torch
 
 from lossd.losses import LossSpec, Registry, evaluate, validate
 from lossd.losses.errors import invalid
-from lossd.server.codec import decode_params, decode_tensor, encode_tensor
+from lossd.server.codec import decode_params, decode_tensor, outgoing_tensor
 from lossd.server.describe import loss_info
 from lossd.server.errors import to_failure
 from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import loss_service_pb2_grpc as pb_grpc
+from lossd.v1 import wire
+
+# Field numbers of the tensors the wire codec may keep out of the protobuf runtime.
+_INPUTS = pb.ComputeRequest.DESCRIPTOR.fields_by_name["inputs"].number
+_GRAD_OUTPUT = pb.GradientRequest.DESCRIPTOR.fields_by_name["grad_output"].number
+_LOSS = pb.ComputeResponse.DESCRIPTOR.fields_by_name["loss"].number
+_GRADIENTS = pb.GradientResponse.DESCRIPTOR.fields_by_name["gradients"].number
 
 
 class LossServicer(pb_grpc.LossServiceServicer):
@@ -38,17 +45,17 @@ class LossServicer(pb_grpc.LossServiceServicer):
         self._max_elements = max_elements
         self._inline_bytes = inline_bytes
 
-    async def Compute(self, request: pb.ComputeRequest, context: grpc.aio.ServicerContext) -> pb.ComputeResponse:
-        return await self._serve("Compute", request.loss, request, context, self._do_compute)
+    async def Compute(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
+        return await self._serve("Compute", request.message.loss, request, context, self._do_compute)
 
-    async def Gradient(self, request: pb.GradientRequest, context: grpc.aio.ServicerContext) -> pb.GradientResponse:
-        return await self._serve("Gradient", request.loss, request, context, self._do_gradient)
+    async def Gradient(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
+        return await self._serve("Gradient", request.message.loss, request, context, self._do_gradient)
 
-    async def ListLosses(self, request: pb.ListLossesRequest,
-                         context: grpc.aio.ServicerContext) -> pb.ListLossesResponse:
-        return await self._serve("ListLosses", request.name or None, request, context, self._do_list)
+    async def ListLosses(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> pb.ListLossesResponse:
+        return await self._serve("ListLosses", request.message.name or None, request, context, self._do_list)
 
-    async def _serve(self, method: str, loss_name: str | None, request: Any, context: grpc.aio.ServicerContext,
+    async def _serve(self, method: str, loss_name: str | None, request: wire.Parsed,
+                     context: grpc.aio.ServicerContext,
                      work: Callable[[Any], tuple[Any, int]]) -> Any:
         label = "all" if loss_name is None else (self._registry.canonical(loss_name) or UNKNOWN_LOSS)
         started = time.perf_counter()
@@ -57,6 +64,8 @@ class LossServicer(pb_grpc.LossServiceServicer):
         in_flight = self._metrics.in_flight.labels(method)
         in_flight.inc()
         try:
+            if request.error:
+                raise invalid("request", request.error)
             if _payload_bytes(request) <= self._inline_bytes:
                 response, elements = work(request)
             else:
@@ -74,52 +83,60 @@ class LossServicer(pb_grpc.LossServiceServicer):
             in_flight.dec()
             self._metrics.observe(method, label, code, time.perf_counter() - started, elements)
 
-    def _decode_inputs(self, inputs: Any) -> dict[str, torch.Tensor]:
-        return {name: decode_tensor(msg, f"inputs[{name}]", self._max_elements) for name, msg in inputs.items()}
+    def _decode_inputs(self, parsed: wire.Parsed) -> dict[str, torch.Tensor]:
+        return {name: decode_tensor(msg, f"inputs[{name}]", self._max_elements, parsed.raw.get((_INPUTS, name)))
+                for name, msg in parsed.message.inputs.items()}
 
     def _lookup(self, name: str) -> tuple[LossSpec, Mapping[str, Any]]:
         if not name:
             raise invalid("loss", "empty; set it to a loss name or alias (ListLosses lists them)")
         return self._registry.resolve(name)
 
-    def _do_compute(self, request: pb.ComputeRequest) -> tuple[pb.ComputeResponse, int]:
+    def _do_compute(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
+        request = parsed.message
         spec, preset = self._lookup(request.loss)
-        tensors = self._decode_inputs(request.inputs)
+        tensors = self._decode_inputs(parsed)
         prepared = validate(spec, tensors, decode_params(request.params), request.reduction, preset=preset)
         result = evaluate(prepared, self._device)
+        detached: list[wire.Detached] = []
         response = pb.ComputeResponse(
-            loss=encode_tensor(result.loss, request.response_encoding),
+            loss=outgoing_tensor(result.loss, request.response_encoding, _LOSS, None, detached),
             loss_name=spec.name, reduction=prepared.reduction, device=str(self._device),
         )
-        return response, sum(t.numel() for t in tensors.values())
+        return wire.Outgoing(response, detached), sum(t.numel() for t in tensors.values())
 
-    def _do_gradient(self, request: pb.GradientRequest) -> tuple[pb.GradientResponse, int]:
+    def _do_gradient(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
+        request = parsed.message
         spec, preset = self._lookup(request.loss)
-        tensors = self._decode_inputs(request.inputs)
-        grad_output = (decode_tensor(request.grad_output, "grad_output", self._max_elements)
+        tensors = self._decode_inputs(parsed)
+        grad_output = (decode_tensor(request.grad_output, "grad_output", self._max_elements,
+                                     parsed.raw.get((_GRAD_OUTPUT, None)))
                        if request.HasField("grad_output") else None)
         prepared = validate(spec, tensors, decode_params(request.params), request.reduction,
                             wrt=list(request.wrt), grad_output=grad_output, preset=preset)
         result = evaluate(prepared, self._device)
         encoding = request.response_encoding
+        detached: list[wire.Detached] = []
         response = pb.GradientResponse(
-            loss=encode_tensor(result.loss, encoding),
-            gradients={role: encode_tensor(g, encoding) for role, g in result.gradients.items()},
+            loss=outgoing_tensor(result.loss, encoding, _LOSS, None, detached),
+            gradients={role: outgoing_tensor(g, encoding, _GRADIENTS, role, detached)
+                       for role, g in result.gradients.items()},
             loss_name=spec.name, reduction=prepared.reduction, device=str(self._device),
         )
-        return response, sum(t.numel() for t in tensors.values())
+        return wire.Outgoing(response, detached), sum(t.numel() for t in tensors.values())
 
-    def _do_list(self, request: pb.ListLossesRequest) -> tuple[pb.ListLossesResponse, int]:
+    def _do_list(self, parsed: wire.Parsed) -> tuple[pb.ListLossesResponse, int]:
+        request = parsed.message
         specs = [self._registry.get(request.name)] if request.name else list(self._registry)
         return pb.ListLossesResponse(losses=[loss_info(s) for s in specs]), 0
 
 
-def _payload_bytes(request: Any) -> int:
+def _payload_bytes(request: wire.Parsed) -> int:
     """Roughly how many tensor bytes a request carries (cheap: no serialization)."""
-    inputs = getattr(request, "inputs", None)
+    inputs = getattr(request.message, "inputs", None)
     if inputs is None:
         return 0
-    total = 0
+    total = sum(len(view) for view in request.raw.values())
     for msg in inputs.values():
         total += len(msg.raw_data) + 8 * (len(msg.float_val) + len(msg.double_val) + len(msg.int64_val))
         total += len(msg.bool_val)

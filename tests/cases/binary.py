@@ -1,5 +1,5 @@
-"""Cases for the binary and multi-label losses: bce, hinge, squared_hinge, exponential, soft_margin, focal,
-multilabel_soft_margin and multilabel_margin (numpy oracles written from the formulas)."""
+"""Cases for the binary and multi-label losses: bce, focal, multilabel_soft_margin and multilabel_margin
+(numpy oracles written from the formulas)."""
 
 from __future__ import annotations
 
@@ -38,42 +38,6 @@ def _bce(a: Arrays, p: Any, r: str) -> Any:
         log_p, log_q = np.maximum(np.log(x), -100), np.maximum(np.log1p(-x), -100)
     loss = -(t * log_p + (1 - t) * log_q) * a.get("weight", 1.0)
     return reduce(loss, r)
-
-
-# ------------------------------------------------------------------------------------- margin losses
-
-
-def _margin_make(zero_one: bool = False, margin: float = 1.0) -> Any:
-    """Scores x with y*x away from 0 and from the margin (the hinge kink)."""
-
-    def make(rng: np.random.Generator, dtype: np.dtype) -> Arrays:
-        y = rng.choice([-1.0, 1.0], size=(6, 3))
-        m = np.where(rng.random((6, 3)) < 0.5, rng.uniform(-1.5, margin - 0.1, (6, 3)),
-                     rng.uniform(margin + 0.1, margin + 1.5, (6, 3)))
-        target = (y + 1) / 2 if zero_one else y
-        return {"input": (m * y).astype(dtype), "target": target.astype(dtype)}
-
-    return make
-
-
-def _signs(t: np.ndarray) -> np.ndarray:
-    return 2 * t - 1 if np.isin(t, (0.0, 1.0)).all() else t  # Keras' rule for 0/1 labels
-
-
-def _hinge(a: Arrays, p: Any, r: str) -> Any:
-    return reduce(np.maximum(0.0, p["margin"] - _signs(a["target"]) * a["input"]), r)
-
-
-def _squared_hinge(a: Arrays, p: Any, r: str) -> Any:
-    return reduce(np.maximum(0.0, p["margin"] - _signs(a["target"]) * a["input"]) ** 2, r)
-
-
-def _exponential(a: Arrays, p: Any, r: str) -> Any:
-    return reduce(np.exp(-a["target"] * a["input"]), r)
-
-
-def _soft_margin(a: Arrays, p: Any, r: str) -> Any:
-    return reduce(np.logaddexp(0.0, -a["target"] * a["input"]), r)
 
 
 # -------------------------------------------------------------------------------------------- focal
@@ -156,14 +120,6 @@ CASES = [
     Case("BCELoss", _bce_make(weight=True), _bce, variant="weight (N,1)", bad_shape=("weight", (3, 3))),
     Case("binary_crossentropy", _bce_make(), _bce, params={"epsilon": 1e-7}, variant="keras epsilon=1e-7"),
     Case("BinaryCrossentropy", _bce_make(logits=True), _bce, params={"from_logits": True}, variant="from_logits"),
-    Case("hinge", _margin_make(), _hinge, bad_shape=("target", (6,))),
-    Case("Hinge", _margin_make(zero_one=True), _hinge, variant="0/1 labels"),
-    Case("hinge_loss", _margin_make(margin=0.5), _hinge, params={"margin": 0.5}, variant="margin=0.5"),
-    Case("squared_hinge", _margin_make(), _squared_hinge, bad_shape=("target", (3, 6))),
-    Case("SquaredHinge", _margin_make(zero_one=True, margin=2.0), _squared_hinge, params={"margin": 2.0},
-         variant="0/1 labels, margin=2"),
-    Case("exponential", _margin_make(), _exponential, bad_shape=("target", (6, 2))),
-    Case("soft_margin", _margin_make(), _soft_margin, bad_shape=("target", (4, 6))),
     Case("focal", _focal_make(), _focal, bad_shape=("target", (6, 2))),
     Case("sigmoid_focal_loss", _focal_make(soft=True), _focal, params={"alpha": None, "gamma": 0.0},
          variant="alpha=none, gamma=0 (BCE), soft targets"),

@@ -1,0 +1,41 @@
+"""``lossd bench``: run the scenarios, print the table, write JSON and a PNG."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lossd.bench import report
+from lossd.bench.scenarios import run_cpu
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench flags (shared by ``lossd bench`` and ``python -m lossd.bench``)."""
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run, noisier figures)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"),
+                        help="folder for results.json, sweep.png and table.md (default: bench-results)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; exit 0 when every target holds, 1 otherwise."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    host = report.machine()
+    rows, sweep = run_cpu(args.quick)
+    table = report.markdown(rows, host)
+    sys.stdout.write(table)
+    (args.out / "table.md").write_text(table)
+    report.write_json(args.out / "results.json", rows, sweep, host)
+    if report.write_png(args.out / "sweep.png", sweep, host):
+        print(f"wrote {args.out / 'sweep.png'}")
+    failed = [r.scenario for r in rows if r.ok is False]
+    print("every target met" if not failed else f"targets missed: {', '.join(failed)}")
+    return 0 if not failed else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m lossd.bench``."""
+    parser = argparse.ArgumentParser(prog="lossd bench", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,99 @@
+"""The benchmark's outputs: a Markdown table, a JSON record and a PNG."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lossd.bench.scenarios import Row, as_dicts
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures came from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import os
+
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "grpcio": version("grpcio"),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    if unit == "req/s":
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if value < 10 else f"{value:,.1f}"
+
+
+def markdown(rows: list[Row], host: dict[str, Any]) -> str:
+    """The table the README shows."""
+    lines = [
+        "| scenario | unit | lossd | echo (ceiling) | torch in-process (floor) | lossd / echo | target | met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        met = "—" if r.ok is None else ("yes" if r.ok else "**no**")
+        ratio = "—" if r.ratio is None else f"{r.ratio:.2f}"
+        lines.append(f"| {r.scenario} | {r.unit} | {_fmt(r.lossd, r.unit)} | {_fmt(r.ceiling, r.unit)} | "
+                     f"{_fmt(r.floor, r.unit)} | {ratio} | {r.target} | {met} |")
+    lines.append("")
+    lines.append(f"Measured {host['date']} on {host['cpu']} ({host['cores']} cores), Python {host['python']}, "
+                 f"torch {host['torch']}, grpcio {host['grpcio']}" + (f", {host['cuda']}" if host["cuda"] else "")
+                 + ".")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: Path, rows: list[Row], sweep: list[dict[str, float]], host: dict[str, Any],
+               gpu: list[Row] | None = None) -> None:
+    """Everything measured, machine-readable."""
+    record = {"machine": host, "rows": as_dicts(rows), "sweep": sweep, "gpu": as_dicts(gpu or [])}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def write_png(path: Path, sweep: list[dict[str, float]], host: dict[str, Any]) -> bool:
+    """Latency and throughput against tensor size; False when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    sizes = [s["elements"] for s in sweep]
+    fig, (lat, tput) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, label, style in (("echo_s", "raw-bytes echo (ceiling)", "k--"), ("lossd_s", "lossd", "C0o-"),
+                              ("floor_s", "torch in-process (floor)", "C2s:")):
+        lat.plot(sizes, [s[key] * 1e3 for s in sweep], style, label=label)
+        tput.plot(sizes, [s["request_mib"] / s[key] for s in sweep], style, label=label)
+    for ax in (lat, tput):
+        ax.set_xscale("log")
+        ax.set_xlabel("elements per tensor (MSE value + gradient, float32)")
+        ax.grid(True, which="both", alpha=0.3)
+    lat.set_yscale("log")
+    lat.set_ylabel("median latency (ms)")
+    tput.set_yscale("log")
+    tput.set_ylabel("request MiB/s")
+    lat.legend()
+    fig.suptitle(f"lossd vs the gRPC ceiling — {host['cpu']}, {host['cores']} cores, {host['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

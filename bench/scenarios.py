@@ -1,0 +1,187 @@
+"""The CPU scenarios: each measures lossd, the echo ceiling and the in-process floor side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lossd.bench.echo import METHOD
+from lossd.bench.measure import latency, throughput
+from lossd.bench.processes import ServerProcess, echo_server, lossd_server
+from lossd.client import LossClient
+from lossd.client._codec import encode_array
+from lossd.v1 import loss_service_pb2 as pb
+from lossd.v1 import loss_service_pb2_grpc as pb_grpc
+
+_OPTIONS = [("grpc.max_receive_message_length", 1 << 30), ("grpc.max_send_message_length", 1 << 30)]
+MiB = 1 << 20
+
+
+@dataclass
+class Row:
+    """One scenario's figures; ``ratio`` compares lossd with the ceiling, ``target`` says what must hold."""
+
+    scenario: str
+    unit: str
+    lossd: float
+    ceiling: float | None
+    floor: float | None
+    ratio: float | None
+    target: str
+    ok: bool | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    """The servers and channels every scenario shares."""
+
+    lossd: ServerProcess
+    echo: ServerProcess
+    client: LossClient
+    stub: pb_grpc.LossServiceStub
+    echo_call: grpc.UnaryUnaryMultiCallable
+    quick: bool
+
+
+def _request(kind: str, loss: str, **arrays: np.ndarray) -> pb.ComputeRequest | pb.GradientRequest:
+    msg = pb.GradientRequest(loss=loss) if kind == "Gradient" else pb.ComputeRequest(loss=loss)
+    for role, a in arrays.items():
+        msg.inputs[role].CopyFrom(encode_array(a))
+    return msg
+
+
+def _echo(ctx: Context, request: Any, method: str) -> Callable[[], object]:
+    """The echo call for ``request``: as many bytes out as lossd's request, a reply as large as lossd's.
+
+    Like any client, the echo's builds its payload from the arrays on every call: one copy of the
+    tensor bytes into one message, the least grpcio allows (it only sends ``bytes``).
+    """
+    reply = getattr(ctx.stub, method)(request, timeout=120).ByteSize()
+    encoded = request.SerializeToString()
+    head = encoded[: len(encoded) - sum(len(t.raw_data) for t in request.inputs.values())]
+    arrays = [np.frombuffer(t.raw_data, np.uint8) for t in request.inputs.values()]
+    metadata = (("reply-bytes", str(reply)),)
+    return lambda: ctx.echo_call(b"".join([head, *arrays]), metadata=metadata, timeout=120)
+
+
+def _floor_value(loss: Callable[..., torch.Tensor], **arrays: np.ndarray) -> Callable[[], object]:
+    return lambda: loss(*(torch.from_numpy(a) for a in arrays.values())).item()
+
+
+def _floor_grad(loss: Callable[..., torch.Tensor], **arrays: np.ndarray) -> Callable[[], object]:
+    def run() -> object:
+        tensors = [torch.from_numpy(a) for a in arrays.values()]
+        leaf = tensors[0].requires_grad_(True)
+        value = loss(*tensors)
+        (grad,) = torch.autograd.grad(value, [leaf])
+        return value.item(), grad.numpy()
+    return run
+
+
+def mse_small_latency(ctx: Context) -> Row:
+    """MSE over 1K floats, one call at a time: median latency."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random(1024, np.float32), rng.random(1024, np.float32)
+    n, budget = (100, 5.0) if ctx.quick else (400, 20.0)
+    ours = latency(lambda: ctx.client.compute("mse", input=x, target=y), n, budget).median
+    echo = latency(_echo(ctx, _request("Compute", "mse", input=x, target=y), "Compute"), n, budget).median
+    floor = latency(_floor_value(F.mse_loss, input=x, target=y), n, budget).median
+    ratio = ours / echo
+    return Row("MSE 1K floats, c=1", "ms", ours * 1e3, echo * 1e3, floor * 1e3, ratio, "<= 1.5x echo", ratio <= 1.5)
+
+
+def mse_small_throughput(ctx: Context) -> Row:
+    """MSE over 1K floats from 16 concurrent callers: requests per second."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random(1024, np.float32), rng.random(1024, np.float32)
+    n, budget = (1500, 5.0) if ctx.quick else (6000, 20.0)
+    ours = throughput(lambda: ctx.client.compute("mse", input=x, target=y), 16, n, budget)
+    echo = throughput(_echo(ctx, _request("Compute", "mse", input=x, target=y), "Compute"), 16, n, budget)
+    ratio = ours / echo
+    return Row("MSE 1K floats, c=16", "req/s", ours, echo, None, ratio, ">= 0.6x echo", ratio >= 0.6)
+
+
+def mse_large_gradient(ctx: Context) -> Row:
+    """MSE value+gradient over 4M floats (16 MiB per tensor): median latency."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random(4 * MiB, np.float32), rng.random(4 * MiB, np.float32)  # 4M floats: 16 MiB each
+    n, budget = (8, 10.0) if ctx.quick else (25, 40.0)
+    ours = latency(lambda: ctx.client.gradient("mse", input=x, target=y), n, budget).median
+    echo = latency(_echo(ctx, _request("Gradient", "mse", input=x, target=y), "Gradient"), n, budget).median
+    floor = latency(_floor_grad(F.mse_loss, input=x, target=y), n, budget).median
+    ratio = ours / echo
+    return Row("MSE 4M floats value+grad", "ms", ours * 1e3, echo * 1e3, floor * 1e3, ratio, "<= 1.5x echo",
+               ratio <= 1.5)
+
+
+def ce_gradient(ctx: Context) -> Row:
+    """Cross-entropy value+gradient over 4096x1000 logits: median latency."""
+    rng = np.random.default_rng(0)
+    logits, labels = rng.standard_normal((4096, 1000), np.float32), rng.integers(0, 1000, 4096)
+    n, budget = (8, 10.0) if ctx.quick else (25, 40.0)
+    ours = latency(lambda: ctx.client.gradient("cross_entropy", input=logits, target=labels), n, budget).median
+    echo = latency(_echo(ctx, _request("Gradient", "cross_entropy", input=logits, target=labels), "Gradient"),
+                   n, budget).median
+    floor = latency(_floor_grad(F.cross_entropy, input=logits, target=labels), n, budget).median
+    ratio = ours / echo
+    return Row("CE 4096x1000 value+grad", "ms", ours * 1e3, echo * 1e3, floor * 1e3, ratio, "<= 2x echo",
+               ratio <= 2.0)
+
+
+def memory_per_request(quick: bool) -> Row:
+    """Peak server RSS above idle for one 16 MiB MSE value+gradient request, in multiples of the request."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random(2 * MiB, np.float32), rng.random(2 * MiB, np.float32)  # 8 MiB each: 16 MiB request
+    request_bytes = x.nbytes + y.nbytes
+    with lossd_server("--device", "cpu") as server, LossClient(server.address, timeout=120) as client:
+        client.gradient("mse", input=x[:1024], target=y[:1024])  # warm the code paths, not the buffers
+        idle = server.rss_bytes()
+        server.reset_peak()
+        client.gradient("mse", input=x, target=y)
+        peak = server.peak_rss_bytes()
+    ratio = (peak - idle) / request_bytes
+    return Row("Server peak RSS, one 16 MiB request", "x request", ratio, None, None, ratio, "<= 4x request",
+               ratio <= 4.0, {"idle_mib": idle / MiB, "peak_mib": peak / MiB})
+
+
+def size_sweep(ctx: Context) -> list[dict[str, float]]:
+    """MSE value+gradient latency for growing tensors: lossd, the echo and the floor (for the picture)."""
+    rng = np.random.default_rng(0)
+    sizes = (1_000, 16_000, 256_000, 1_000_000, 4_000_000)
+    out = []
+    for size in sizes:
+        x, y = rng.random(size, np.float32), rng.random(size, np.float32)
+        n = 60 if size <= 16_000 else 10
+        n = max(3, n // 3) if ctx.quick else n
+        ours = latency(lambda x=x, y=y: ctx.client.gradient("mse", input=x, target=y), n, 15.0).median
+        echo = latency(_echo(ctx, _request("Gradient", "mse", input=x, target=y), "Gradient"), n, 15.0).median
+        floor = latency(_floor_grad(F.mse_loss, input=x, target=y), n, 15.0).median
+        out.append({"elements": size, "request_mib": 2 * x.nbytes / MiB, "lossd_s": ours, "echo_s": echo,
+                    "floor_s": floor})
+    return out
+
+
+def run_cpu(quick: bool) -> tuple[list[Row], list[dict[str, float]]]:
+    """Every CPU scenario, servers started and stopped here."""
+    with lossd_server("--device", "cpu") as server, echo_server() as echo, \
+            LossClient(server.address, timeout=120, max_message_mb=1024) as client, \
+            grpc.insecure_channel(server.address, options=_OPTIONS) as lossd_channel, \
+            grpc.insecure_channel(echo.address, options=_OPTIONS) as echo_channel:
+        ctx = Context(server, echo, client, pb_grpc.LossServiceStub(lossd_channel),
+                      echo_channel.unary_unary(METHOD), quick)
+        rows = [mse_small_latency(ctx), mse_small_throughput(ctx), mse_large_gradient(ctx), ce_gradient(ctx)]
+        sweep = size_sweep(ctx)
+    rows.append(memory_per_request(quick))
+    return rows, sweep
+
+
+def as_dicts(rows: list[Row]) -> list[dict[str, Any]]:
+    """Rows as plain dicts, for JSON."""
+    return [asdict(r) for r in rows]
