@@ -38,6 +38,35 @@ def latency(call: Callable[[], object], count: int, max_seconds: float, warmup: 
     return Latency(samples)
 
 
+def paired_latency(calls: list[Callable[[], object]], count: int, max_seconds: float,
+                   warmup: int = 3) -> list[Latency]:
+    """Latencies of several calls measured in turn (a, b, c, a, b, c, ...), so that a noisy
+    machine's slow moments fall on each of them alike; bounded by ``count`` rounds and ``max_seconds``."""
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    samples: list[list[float]] = [[] for _ in calls]
+    deadline = time.perf_counter() + max_seconds
+    rounds = 0
+    while rounds < count and (rounds < 3 or time.perf_counter() < deadline):
+        for call, out in zip(calls, samples, strict=True):
+            start = time.perf_counter()
+            call()
+            out.append(time.perf_counter() - start)
+        rounds += 1
+    return [Latency(s) for s in samples]
+
+
+def paired_throughput(calls: list[Callable[[], object]], concurrency: int, count: int, max_seconds: float,
+                      rounds: int = 3) -> list[float]:
+    """Median throughput of each call over ``rounds`` alternating runs (a, b, a, b, ...)."""
+    results: list[list[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        for call, out in zip(calls, results, strict=True):
+            out.append(throughput(call, concurrency, count // rounds, max_seconds / rounds))
+    return [statistics.median(r) for r in results]
+
+
 def throughput(call: Callable[[], object], concurrency: int, count: int, max_seconds: float) -> float:
     """Calls per second with ``concurrency`` threads sharing ``count`` calls (or stopping at ``max_seconds``)."""
     for _ in range(concurrency):

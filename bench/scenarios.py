@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from lossd.bench.echo import METHOD
-from lossd.bench.measure import latency, throughput
+from lossd.bench.measure import paired_latency, paired_throughput
 from lossd.bench.processes import ServerProcess, echo_server, lossd_server
 from lossd.client import LossClient
 from lossd.client._codec import encode_array
@@ -89,10 +89,12 @@ def mse_small_latency(ctx: Context) -> Row:
     """MSE over 1K floats, one call at a time: median latency."""
     rng = np.random.default_rng(0)
     x, y = rng.random(1024, np.float32), rng.random(1024, np.float32)
-    n, budget = (100, 5.0) if ctx.quick else (400, 20.0)
-    ours = latency(lambda: ctx.client.compute("mse", input=x, target=y), n, budget).median
-    echo = latency(_echo(ctx, _request("Compute", "mse", input=x, target=y), "Compute"), n, budget).median
-    floor = latency(_floor_value(F.mse_loss, input=x, target=y), n, budget).median
+    n, budget = (150, 5.0) if ctx.quick else (600, 20.0)
+    ours, echo, floor = (lat.median for lat in paired_latency([
+        lambda: ctx.client.compute("mse", input=x, target=y),
+        _echo(ctx, _request("Compute", "mse", input=x, target=y), "Compute"),
+        _floor_value(F.mse_loss, input=x, target=y),
+    ], n, budget))
     ratio = ours / echo
     return Row("MSE 1K floats, c=1", "ms", ours * 1e3, echo * 1e3, floor * 1e3, ratio, "<= 1.5x echo", ratio <= 1.5)
 
@@ -101,9 +103,11 @@ def mse_small_throughput(ctx: Context) -> Row:
     """MSE over 1K floats from 16 concurrent callers: requests per second."""
     rng = np.random.default_rng(0)
     x, y = rng.random(1024, np.float32), rng.random(1024, np.float32)
-    n, budget = (1500, 5.0) if ctx.quick else (6000, 20.0)
-    ours = throughput(lambda: ctx.client.compute("mse", input=x, target=y), 16, n, budget)
-    echo = throughput(_echo(ctx, _request("Compute", "mse", input=x, target=y), "Compute"), 16, n, budget)
+    n, budget = (3000, 10.0) if ctx.quick else (12000, 40.0)
+    ours, echo = paired_throughput([
+        lambda: ctx.client.compute("mse", input=x, target=y),
+        _echo(ctx, _request("Compute", "mse", input=x, target=y), "Compute"),
+    ], 16, n, budget)
     ratio = ours / echo
     return Row("MSE 1K floats, c=16", "req/s", ours, echo, None, ratio, ">= 0.6x echo", ratio >= 0.6)
 
@@ -112,10 +116,12 @@ def mse_large_gradient(ctx: Context) -> Row:
     """MSE value+gradient over 4M floats (16 MiB per tensor): median latency."""
     rng = np.random.default_rng(0)
     x, y = rng.random(4 * MiB, np.float32), rng.random(4 * MiB, np.float32)  # 4M floats: 16 MiB each
-    n, budget = (8, 10.0) if ctx.quick else (25, 40.0)
-    ours = latency(lambda: ctx.client.gradient("mse", input=x, target=y), n, budget).median
-    echo = latency(_echo(ctx, _request("Gradient", "mse", input=x, target=y), "Gradient"), n, budget).median
-    floor = latency(_floor_grad(F.mse_loss, input=x, target=y), n, budget).median
+    n, budget = (8, 10.0) if ctx.quick else (30, 60.0)
+    ours, echo, floor = (lat.median for lat in paired_latency([
+        lambda: ctx.client.gradient("mse", input=x, target=y),
+        _echo(ctx, _request("Gradient", "mse", input=x, target=y), "Gradient"),
+        _floor_grad(F.mse_loss, input=x, target=y),
+    ], n, budget))
     ratio = ours / echo
     return Row("MSE 4M floats value+grad", "ms", ours * 1e3, echo * 1e3, floor * 1e3, ratio, "<= 1.5x echo",
                ratio <= 1.5)
@@ -125,11 +131,12 @@ def ce_gradient(ctx: Context) -> Row:
     """Cross-entropy value+gradient over 4096x1000 logits: median latency."""
     rng = np.random.default_rng(0)
     logits, labels = rng.standard_normal((4096, 1000), np.float32), rng.integers(0, 1000, 4096)
-    n, budget = (8, 10.0) if ctx.quick else (25, 40.0)
-    ours = latency(lambda: ctx.client.gradient("cross_entropy", input=logits, target=labels), n, budget).median
-    echo = latency(_echo(ctx, _request("Gradient", "cross_entropy", input=logits, target=labels), "Gradient"),
-                   n, budget).median
-    floor = latency(_floor_grad(F.cross_entropy, input=logits, target=labels), n, budget).median
+    n, budget = (8, 10.0) if ctx.quick else (30, 60.0)
+    ours, echo, floor = (lat.median for lat in paired_latency([
+        lambda: ctx.client.gradient("cross_entropy", input=logits, target=labels),
+        _echo(ctx, _request("Gradient", "cross_entropy", input=logits, target=labels), "Gradient"),
+        _floor_grad(F.cross_entropy, input=logits, target=labels),
+    ], n, budget))
     ratio = ours / echo
     return Row("CE 4096x1000 value+grad", "ms", ours * 1e3, echo * 1e3, floor * 1e3, ratio, "<= 2x echo",
                ratio <= 2.0)
@@ -160,9 +167,11 @@ def size_sweep(ctx: Context) -> list[dict[str, float]]:
         x, y = rng.random(size, np.float32), rng.random(size, np.float32)
         n = 60 if size <= 16_000 else 10
         n = max(3, n // 3) if ctx.quick else n
-        ours = latency(lambda x=x, y=y: ctx.client.gradient("mse", input=x, target=y), n, 15.0).median
-        echo = latency(_echo(ctx, _request("Gradient", "mse", input=x, target=y), "Gradient"), n, 15.0).median
-        floor = latency(_floor_grad(F.mse_loss, input=x, target=y), n, 15.0).median
+        ours, echo, floor = (lat.median for lat in paired_latency([
+            lambda x=x, y=y: ctx.client.gradient("mse", input=x, target=y),
+            _echo(ctx, _request("Gradient", "mse", input=x, target=y), "Gradient"),
+            _floor_grad(F.mse_loss, input=x, target=y),
+        ], n, 20.0))
         out.append({"elements": size, "request_mib": 2 * x.nbytes / MiB, "lossd_s": ours, "echo_s": echo,
                     "floor_s": floor})
     return out

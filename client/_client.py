@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -46,6 +47,7 @@ class LossClient:
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
         max_message_mb: float = 64.0,
+        channels: int = 1,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """Open a channel to ``target`` (``host:port``).
@@ -53,23 +55,34 @@ class LossClient:
         ``timeout`` is the default per-call deadline in seconds (None: wait forever). TLS is used when
         ``tls`` is true or any certificate is given (``root_certificates`` to trust a private CA,
         ``client_certificate``/``client_key`` for mutual TLS), or pass ready ``credentials``. ``token``
-        is sent as ``authorization: Bearer <token>`` on every call.
+        is sent as ``authorization: Bearer <token>`` on every call. ``channels`` > 1 opens that many
+        connections and spreads calls over them in turn (a server started with ``--workers N`` gets one
+        worker per connection, so this is what puts every worker to use).
         """
+        if channels < 1:
+            raise ValueError("channels must be >= 1")
         limit = int(max_message_mb * 1024 * 1024)
         channel_options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                            *options]
         if credentials is None and (tls or root_certificates or client_certificate or client_key):
             credentials = grpc.ssl_channel_credentials(root_certificates, client_key, client_certificate)
-        if credentials is not None:
-            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=channel_options)
+        if channels > 1:
+            # Without a local subchannel pool, grpc would share one connection among identical channels.
+            channel_options.append(("grpc.use_local_subchannel_pool", 1))
+        self._channels = [
+            grpc.secure_channel(target, credentials, options=channel_options) if credentials is not None
+            else grpc.insecure_channel(target, options=channel_options)
+            for _ in range(channels)
+        ]
+        self._channel = self._channels[0]
         self._stub = pb_grpc.LossServiceStub(self._channel)
         # Compute and Gradient carry tensors: sent and received through the zero-copy wire codec.
-        self._compute = self._channel.unary_unary("/lossd.v1.LossService/Compute",
-                                                  response_deserializer=wire.parse_compute_response)
-        self._gradient = self._channel.unary_unary("/lossd.v1.LossService/Gradient",
-                                                   response_deserializer=wire.parse_gradient_response)
+        self._computes = itertools.cycle([
+            ch.unary_unary("/lossd.v1.LossService/Compute", response_deserializer=wire.parse_compute_response)
+            for ch in self._channels])
+        self._gradients = itertools.cycle([
+            ch.unary_unary("/lossd.v1.LossService/Gradient", response_deserializer=wire.parse_gradient_response)
+            for ch in self._channels])
         self._timeout = timeout
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
 
@@ -90,7 +103,7 @@ class LossClient:
         """
         request = pb.ComputeRequest(loss=loss, reduction=reduction)
         detached = self._fill(request, inputs, params, arguments)
-        parsed = self._call(self._compute, wire.serialize(request, detached), timeout)
+        parsed = self._call(next(self._computes), wire.serialize(request, detached), timeout)
         response = parsed.message
         return _value(decode_array(response.loss, parsed.raw.get((_LOSS, None))), response.reduction)
 
@@ -117,7 +130,7 @@ class LossClient:
         if grad_output is not None:
             meta, data = tensor_parts(grad_output)
             detached.append(wire.Detached(_GRAD_OUTPUT, None, meta, data))
-        parsed = self._call(self._gradient, wire.serialize(request, detached), timeout)
+        parsed = self._call(next(self._gradients), wire.serialize(request, detached), timeout)
         response = parsed.message
         grads = {role: decode_array(t, parsed.raw.get((_GRADIENTS, role))) for role, t in response.gradients.items()}
         return _value(decode_array(response.loss, parsed.raw.get((_LOSS, None))), response.reduction), grads
@@ -131,8 +144,9 @@ class LossClient:
         return self._call(self._stub.ListLosses, pb.ListLossesRequest(name=loss), timeout).losses[0]
 
     def close(self) -> None:
-        """Close the channel; calls in progress are cancelled."""
-        self._channel.close()
+        """Close the channels; calls in progress are cancelled."""
+        for channel in self._channels:
+            channel.close()
 
     def __enter__(self) -> LossClient:
         return self
@@ -148,7 +162,14 @@ class LossClient:
         detached = []
         for role, value in {**(inputs or {}), **kw_inputs}.items():
             meta, data = tensor_parts(value)
-            detached.append(wire.Detached(_INPUTS, role, meta, data))
+            if data.nbytes < wire.DETACH_BYTES:
+                # Small: protobuf's own (C) serializer beats appending in Python.
+                slot = request.inputs[role]
+                slot.dtype = meta.dtype
+                slot.shape.extend(meta.shape)
+                slot.raw_data = data.tobytes()
+            else:
+                detached.append(wire.Detached(_INPUTS, role, meta, data))
         for name, value in {**(params or {}), **kw_params}.items():
             request.params[name].CopyFrom(encode_param(name, value))
         return detached

@@ -11,6 +11,7 @@ from lossd.losses.validate import Prepared
 # Halves lose too much precision in reductions and softmax; compute them in float32 and answer in
 # the caller's dtype, as mixed-precision training does.
 _UPCAST = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+_WIDEN = (torch.int32, torch.uint8)  # class indices: torch's losses want int64
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,12 @@ class Result:
 
 
 def _to_device(t: torch.Tensor, device: torch.device, integer_as_long: bool) -> torch.Tensor:
-    if t.is_floating_point():
-        t = t.to(_UPCAST.get(t.dtype, t.dtype))
-    elif integer_as_long and t.dtype != torch.bool:
+    # Attribute checks first: a no-op .to() still costs a dispatch, which shows on small requests.
+    if t.dtype in _UPCAST:
+        t = t.to(_UPCAST[t.dtype])
+    elif integer_as_long and t.dtype in _WIDEN:
         t = t.to(torch.int64)
-    return t.to(device, non_blocking=True)
+    return t if t.device == device else t.to(device, non_blocking=True)
 
 
 def evaluate(prepared: Prepared, device: torch.device | str = "cpu") -> Result:
@@ -35,16 +37,23 @@ def evaluate(prepared: Prepared, device: torch.device | str = "cpu") -> Result:
     The loss and gradients come back on the CPU in the request's float dtype; a gradient with
     respect to a role that does not affect the loss is zeros.
     """
-    device = torch.device(device)
+    device = device if isinstance(device, torch.device) else torch.device(device)
     spec = prepared.spec
     work: dict[str, torch.Tensor] = {}
     for name, tensor in prepared.tensors.items():
         t = _to_device(tensor, device, integer_as_long=True)
-        if name in prepared.wrt:
+        if name in prepared.wrt and spec.value_and_grad is None:
             # A fresh leaf even when .to() returned the caller's tensor: never mark their tensor.
             t = t.detach().requires_grad_(True)
         work[name] = t
     out_dtype = prepared.output_dtype
+    if prepared.wrt and spec.value_and_grad is not None:
+        upstream = None
+        if prepared.grad_output is not None:
+            upstream = _to_device(prepared.grad_output, device, integer_as_long=False)
+        loss, closed = spec.value_and_grad(work, prepared.params, prepared.reduction, prepared.wrt, upstream)
+        grads = {role: _to_cpu(g, prepared.tensors[role].dtype) for role, g in closed.items()}
+        return Result(_to_cpu(loss, out_dtype), grads)
     with torch.set_grad_enabled(bool(prepared.wrt)):
         loss = spec.fn(**work, **prepared.params, reduction=prepared.reduction)
     grads: dict[str, torch.Tensor] = {}
@@ -57,5 +66,9 @@ def evaluate(prepared: Prepared, device: torch.device | str = "cpu") -> Result:
         found = torch.autograd.grad(loss, leaves, grad_outputs=upstream, allow_unused=True)
         for role, leaf, g in zip(prepared.wrt, leaves, found, strict=True):
             g = torch.zeros_like(leaf) if g is None else g
-            grads[role] = g.detach().to("cpu", dtype=prepared.tensors[role].dtype)
-    return Result(loss.detach().to("cpu", dtype=out_dtype), grads)
+            grads[role] = _to_cpu(g.detach(), prepared.tensors[role].dtype)
+    return Result(_to_cpu(loss.detach(), out_dtype), grads)
+
+
+def _to_cpu(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t if t.dtype == dtype and t.device.type == "cpu" else t.to("cpu", dtype=dtype)

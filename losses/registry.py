@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -10,6 +11,7 @@ from lossd.losses.errors import UnknownLossError
 from lossd.losses.spec import LossSpec
 
 
+@functools.lru_cache(maxsize=4096)  # bounded: names arrive from clients
 def normalize_name(name: str) -> str:
     """The lookup key of a loss name: ``"Mean_Squared-Error"`` → ``"meansquarederror"``."""
     return "".join(ch for ch in name.lower() if ch not in "_- ")

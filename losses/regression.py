@@ -50,6 +50,54 @@ def mae(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> t
     return F.l1_loss(input, target, reduction=reduction)
 
 
+def _scale(reduction: str, numel: int, upstream: torch.Tensor | None) -> float | torch.Tensor:
+    """d(reduce(l)) / d(l_i) times the upstream gradient: 1/N for mean, 1 for sum, grad_output for none."""
+    if reduction == "none":
+        return upstream if upstream is not None else 1.0
+    factor = 1.0 / numel if reduction == "mean" and numel else 1.0
+    return factor * upstream if upstream is not None else factor
+
+
+def _reduce_sum_of(values: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return values
+    total = values.sum()
+    return total / values.numel() if reduction == "mean" else total
+
+
+def _mse_value_and_grad(tensors: Tensors, params: Params, reduction: str, wrt: tuple[str, ...],
+                        upstream: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MSE and its gradient, 2 (input - target) / N, without an autograd graph: one temporary."""
+    diff = tensors["input"] - tensors["target"]
+    if reduction == "none":
+        loss = diff.square()
+    else:
+        flat = diff.reshape(-1)
+        loss = torch.dot(flat, flat) if flat.numel() else flat.sum()  # dot: no n-sized temporary
+        loss = loss / diff.numel() if reduction == "mean" else loss
+    grad = diff.mul_(2.0).mul_(_scale(reduction, diff.numel(), upstream))  # reuses diff's memory
+    return loss, _signed(grad, wrt)
+
+
+def _mae_value_and_grad(tensors: Tensors, params: Params, reduction: str, wrt: tuple[str, ...],
+                        upstream: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MAE and its gradient, sign(input - target) / N (0 where they are equal, as torch)."""
+    diff = tensors["input"] - tensors["target"]
+    loss = _reduce_sum_of(diff.abs(), reduction)
+    grad = diff.sign_().mul_(_scale(reduction, diff.numel(), upstream))
+    return loss, _signed(grad, wrt)
+
+
+def _signed(grad_input: torch.Tensor, wrt: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The input's gradient, and the target's (its negation) when asked for."""
+    out = {}
+    if "input" in wrt:
+        out["input"] = grad_input
+    if "target" in wrt:
+        out["target"] = grad_input.neg() if "input" in wrt else grad_input.neg_()
+    return out
+
+
 def huber(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", delta: float = 1.0) -> torch.Tensor:
     """Huber loss with threshold ``delta`` > 0, on ``e_i = input_i - target_i``::
 
@@ -112,6 +160,7 @@ SPECS = (
         roles=(_INPUT, _TARGET),
         check=_check_pair,
         unreduced_shape=_input_shape,
+        value_and_grad=_mse_value_and_grad,
         aliases=("MSELoss", "mse_loss", "mean_squared_error", "MeanSquaredError", "l2", "squared_error"),
         notes="Shapes must match exactly (torch would broadcast with a warning). 'l2_loss' is not an alias: "
         "optax's l2_loss is 0.5*(x-y)^2.",
@@ -125,6 +174,7 @@ SPECS = (
         roles=(_INPUT, _TARGET),
         check=_check_pair,
         unreduced_shape=_input_shape,
+        value_and_grad=_mae_value_and_grad,
         aliases=("L1Loss", "l1_loss", "l1", "mean_absolute_error", "MeanAbsoluteError"),
         notes="The gradient at input == target is 0 (torch's sign(0)).",
         category="regression",

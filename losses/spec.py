@@ -117,6 +117,10 @@ LossFn = Callable[..., torch.Tensor]
 CheckFn = Callable[[Tensors, Params], None]
 # unreduced_shape(tensors, params) -> the loss's shape under reduction "none"
 ShapeFn = Callable[[Tensors, Params], tuple[int, ...]]
+# value_and_grad(tensors, params, reduction, wrt, upstream) -> (loss, {role: gradient}): a closed form that
+# replaces autograd where it is faster and leaner; it must equal autograd (the catalog suite checks it)
+ValueAndGradFn = Callable[[Tensors, Params, str, tuple[str, ...], "torch.Tensor | None"],
+                          tuple["torch.Tensor", dict[str, "torch.Tensor"]]]
 # param_resolver(name) -> a Param for a name outside ``params`` (e.g. weighted_sum's "huber.delta"), or None
 ParamResolver = Callable[[str], "Param | None"]
 
@@ -142,6 +146,7 @@ class LossSpec:
     # alias -> parameter values it presets, so a borrowed name reproduces its library's defaults
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     param_resolver: ParamResolver | None = None
+    value_and_grad: ValueAndGradFn | None = None
     _roles_by_name: dict[str, Role] = field(init=False, repr=False, compare=False)
     _params_by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
 

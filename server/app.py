@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from lossd.losses import REGISTRY, Registry
 from lossd.server.device import resolve_device
+from lossd.server.memory import retain_heap
 from lossd.server.metrics import MetricsEndpoint, ServerMetrics, lossd_version
 from lossd.server.servicer import LossServicer
 from lossd.server.settings import ServerSettings
@@ -58,10 +59,12 @@ class LossServer:
     async def start(self) -> None:
         """Bind, start serving, and report SERVING on the health service."""
         s = self.settings
+        retain_heap(s.heap_reuse_mb * 1024 * 1024)
         limit = s.max_message_bytes
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 1),  # lets --workers processes share the port
         ])
         servicer = LossServicer(self.registry, self.device, self.metrics, self._executor,
                                 max_elements=limit // _BYTES_PER_ELEMENT_FLOOR, inline_bytes=s.inline_bytes)

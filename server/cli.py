@@ -16,6 +16,7 @@ from lossd.losses import REGISTRY
 from lossd.losses.table import markdown_table
 from lossd.server.app import serve
 from lossd.server.settings import DEFAULT_PORT, ServerSettings
+from lossd.server.workers import run_workers
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,12 +29,14 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    "LOSSD_METRICS_PORT)")
     p.add_argument("--max-message-mb", type=float, help="largest message in MiB (default 64; LOSSD_MAX_MESSAGE_MB)")
     p.add_argument("--grace-seconds", type=float, help="shutdown grace for in-flight calls (default 10)")
+    p.add_argument("--workers", type=int, help="server processes sharing the port (default 1; LOSSD_WORKERS); "
+                   "worker i serves metrics on metrics-port + i")
     p.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR (default INFO; LOSSD_LOG_LEVEL)")
 
 
 def _settings_from(args: argparse.Namespace) -> ServerSettings:
     fields = ("host", "port", "device", "metrics_host", "metrics_port", "max_message_mb", "grace_seconds",
-              "log_level")
+              "log_level", "workers")
     given = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
     return ServerSettings(**given)
 
@@ -47,6 +50,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(f"lossd: invalid setting {where}: {err['msg']}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.workers > 1:
+        return run_workers(settings)
     try:
         asyncio.run(serve(settings))
     except ValueError as exc:  # e.g. a CUDA device this host does not have

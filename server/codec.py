@@ -38,6 +38,7 @@ WIRE_TO_TORCH: dict[int, torch.dtype] = {
     pb.DTYPE_UINT8: torch.uint8,
 }
 TORCH_TO_WIRE: dict[torch.dtype, int] = {v: k for k, v in WIRE_TO_TORCH.items()}
+_ITEMSIZE = {d: torch.empty((), dtype=d).element_size() for d in TORCH_TO_WIRE}
 
 # Which typed list may carry which dtypes (see the Tensor message in the .proto).
 _LIST_DTYPES: dict[str, tuple[torch.dtype, ...]] = {
@@ -111,13 +112,14 @@ def _has(msg: pb.Tensor, name: str) -> bool:
 
 def _from_raw(raw: bytes | memoryview, dtype: torch.dtype, shape: tuple[int, ...], numel: int,
               where: str) -> torch.Tensor:
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = _ITEMSIZE[dtype]
     if len(raw) != numel * itemsize:
         raise invalid(f"{where}.raw_data", f"{len(raw)} bytes, but shape {list(shape)} of {_dtype_name(dtype)} "
                       f"needs {numel} x {itemsize} = {numel * itemsize} bytes")
     if numel == 0:
         return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(raw, dtype=dtype).reshape(shape)
+    flat = torch.frombuffer(raw, dtype=dtype)
+    return flat if len(shape) == 1 else flat.reshape(shape)
 
 
 def _from_list(values: Any, content: str, dtype: torch.dtype, shape: tuple[int, ...], numel: int,
@@ -137,7 +139,8 @@ def _from_list(values: Any, content: str, dtype: torch.dtype, shape: tuple[int, 
 
 def encode_tensor(tensor: torch.Tensor, encoding: int = pb.ENCODING_RAW) -> pb.Tensor:
     """A ``Tensor`` message holding a CPU tensor, as raw bytes or as a typed list."""
-    t = tensor.detach().contiguous()
+    t = tensor.detach() if tensor.requires_grad else tensor
+    t = t if t.is_contiguous() else t.contiguous()
     msg = pb.Tensor(dtype=TORCH_TO_WIRE[t.dtype], shape=list(t.shape))
     if t.numel() == 0:
         return msg
@@ -151,8 +154,9 @@ def encode_tensor(tensor: torch.Tensor, encoding: int = pb.ENCODING_RAW) -> pb.T
         else:
             msg.int64_val.extend(t.reshape(-1).tolist())
     else:
-        # One copy into the message; the uint8 view makes bfloat16 (which numpy lacks) work too.
-        msg.raw_data = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        # One copy into the message; numpy lacks bfloat16, whose bits travel through a uint8 view.
+        data = t.reshape(-1).view(torch.uint8) if t.dtype == torch.bfloat16 else t
+        msg.raw_data = data.numpy().tobytes()
     return msg
 
 

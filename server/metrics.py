@@ -7,6 +7,7 @@ or "unknown" (a client's raw string never becomes a label), codes are gRPC statu
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -44,13 +45,28 @@ class ServerMetrics:
         self.build_info = Gauge("lossd_build_info", "Always 1; the labels describe this build.",
                                 ["version", "torch", "cuda", "device"], registry=r)
         self.build_info.labels(lossd_version(), torch.__version__, torch.version.cuda or "none", device).set(1)
+        # Label values are bounded (methods, canonical loss names, codes), so these caches are too.
+        self._children: dict[tuple[str, str, grpc.StatusCode], tuple[Any, Any, Any]] = {}
+        self._in_flight_children: dict[str, Any] = {}
 
     def observe(self, method: str, loss: str, code: grpc.StatusCode, seconds: float, elements: int) -> None:
         """Record one answered call."""
-        self.requests.labels(method, loss, code.name).inc()
-        self.duration.labels(method, loss).observe(seconds)
+        children = self._children.get((method, loss, code))
+        if children is None:  # labels() costs a lock and a tuple per call: resolve each series once
+            children = self._children[(method, loss, code)] = (
+                self.requests.labels(method, loss, code.name), self.duration.labels(method, loss),
+                self.elements.labels(method, loss))
+        children[0].inc()
+        children[1].observe(seconds)
         if code is grpc.StatusCode.OK:
-            self.elements.labels(method, loss).inc(elements)
+            children[2].inc(elements)
+
+    def in_flight_for(self, method: str) -> Any:
+        """The in-flight gauge of one method."""
+        gauge = self._in_flight_children.get(method)
+        if gauge is None:
+            gauge = self._in_flight_children[method] = self.in_flight.labels(method)
+        return gauge
 
 
 class MetricsEndpoint:

@@ -61,12 +61,12 @@ class LossServicer(pb_grpc.LossServiceServicer):
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         elements = 0
-        in_flight = self._metrics.in_flight.labels(method)
+        in_flight = self._metrics.in_flight_for(method)
         in_flight.inc()
         try:
             if request.error:
                 raise invalid("request", request.error)
-            if _payload_bytes(request) <= self._inline_bytes:
+            if request.size <= self._inline_bytes:
                 response, elements = work(request)
             else:
                 loop = asyncio.get_running_loop()
@@ -130,14 +130,3 @@ class LossServicer(pb_grpc.LossServiceServicer):
         specs = [self._registry.get(request.name)] if request.name else list(self._registry)
         return pb.ListLossesResponse(losses=[loss_info(s) for s in specs]), 0
 
-
-def _payload_bytes(request: wire.Parsed) -> int:
-    """Roughly how many tensor bytes a request carries (cheap: no serialization)."""
-    inputs = getattr(request.message, "inputs", None)
-    if inputs is None:
-        return 0
-    total = sum(len(view) for view in request.raw.values())
-    for msg in inputs.values():
-        total += len(msg.raw_data) + 8 * (len(msg.float_val) + len(msg.double_val) + len(msg.int64_val))
-        total += len(msg.bool_val)
-    return total

@@ -42,6 +42,13 @@ class ServerSettings(BaseSettings):
     inline_bytes: int = Field(256 * 1024, ge=0)
     """Requests with at most this many tensor bytes are computed on the event loop (a thread hop costs more)."""
 
+    heap_reuse_mb: int = Field(512, ge=0, le=2047)
+    """Blocks up to this size are kept in the heap when freed and reused (no page faults on the next large
+    request); RSS then stays near its peak. 0 keeps the C library's defaults."""
+
+    workers: int = Field(1, ge=1, le=256)
+    """Server processes sharing the port (SO_REUSEPORT); more than 1 spreads protobuf work over cores."""
+
     log_level: str = "INFO"
     """Python logging level: DEBUG, INFO, WARNING, ERROR."""
 

@@ -100,7 +100,7 @@ def test_flags_override_environment() -> None:
     try:
         import argparse
 
-        args = argparse.Namespace(host=None, port=None, device=None, metrics_host=None, metrics_port=None,
+        args = argparse.Namespace(host=None, port=None, device=None, metrics_host=None, metrics_port=None, workers=None,
                                   max_message_mb=16.0, grace_seconds=None, log_level=None)
         assert _settings_from(args).max_message_mb == 16.0
         args.max_message_mb = None
@@ -178,3 +178,31 @@ def test_unexpected_exception_is_internal_with_a_generic_message(caplog: pytest.
         assert "secret" not in err.value.message and "Traceback" not in err.value.message
         assert c.compute("fine", input=np.array([2.0]), target=np.array([0.0])) == 4.0
     assert any("secret detail" in r.exc_text for r in caplog.records if r.exc_text)
+
+
+def test_workers_share_one_port_and_stop_together() -> None:
+    """--workers 2 starts two servers on the same port; calls over several channels succeed; SIGTERM exits 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "lossd.server", "--port", "0", "--metrics-port", "0",
+                             "--device", "cpu", "--workers", "2"], stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    ports = []
+    try:
+        for line in proc.stderr:  # bounded: two start lines, or the process exits
+            found = _STARTED.search(line)
+            if found:
+                ports.append(int(found.group(1)))
+                if len(ports) == 2:
+                    break
+        assert len(ports) == 2 and ports[0] == ports[1]
+        with LossClient(f"127.0.0.1:{ports[0]}", channels=4, timeout=10) as c:
+            assert [c.compute("mse", input=np.array([float(i)]), target=np.array([0.0])) for i in range(8)] == [
+                float(i * i) for i in range(8)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+
+def test_client_refuses_zero_channels() -> None:
+    """channels must be at least 1."""
+    with pytest.raises(ValueError, match="channels"):
+        LossClient("127.0.0.1:1", channels=0)

@@ -121,6 +121,7 @@ class Parsed:
     # Set (and ``message`` left empty) when the bytes were not a valid encoding: a gRPC deserializer
     # must not raise, or the call fails as INTERNAL instead of being refused as a bad request.
     error: str | None = None
+    size: int = 0  # bytes received
 
     def raw_data(self, field_number: int, key: str | None, tensor: Any) -> bytes | memoryview:
         """The tensor's raw bytes, wherever they were left."""
@@ -215,11 +216,12 @@ def _parser(cls: type[M], maps: Sequence[str] = (), singles: Sequence[str] = ())
 
     def parse_message(data: bytes) -> Parsed:
         try:
-            if len(data) < DETACH_BYTES:
-                return Parsed(cls.FromString(data))
-            return parse(cls, data, map_numbers, single_numbers)
+            parsed = Parsed(cls.FromString(data)) if len(data) < DETACH_BYTES else parse(
+                cls, data, map_numbers, single_numbers)
         except (DecodeError, UnicodeDecodeError) as exc:
-            return Parsed(cls(), error=f"not a valid {cls.DESCRIPTOR.full_name} encoding ({exc})")
+            parsed = Parsed(cls(), error=f"not a valid {cls.DESCRIPTOR.full_name} encoding ({exc})")
+        parsed.size = len(data)
+        return parsed
 
     parse_message.__doc__ = f"A gRPC deserializer for {cls.__name__} that leaves large raw_data in place."
     return parse_message
