@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 PROTO_FILES := protos/lossd/v1/loss_service.proto
 PROTOC = $(BIN)/python -m grpc_tools.protoc -Iprotos
 
-.PHONY: install serve test lint protos check-protos readme check-readme gpu-check clean
+.PHONY: install serve test lint protos check-protos readme bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,dev]"
+	$(BIN)/python -m pip install -q -e ".[test,dev,bench]"
 	touch $@
 
 serve: install
@@ -46,6 +46,10 @@ check-protos: install
 # Rewrite the README's loss table from the registry.
 readme: install
 	$(BIN)/python tests/readme_table.py --write
+
+# lossd against the gRPC echo ceiling and torch in-process; writes docs/bench/ and the README's table.
+bench: install
+	$(BIN)/lossd bench --out docs/bench --readme README.md
 
 # The cuda-marked tests (they skip cleanly without CUDA), including the end-to-end GPU smoke test.
 gpu-check: install

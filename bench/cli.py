@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run, noisier figures)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
                         help="folder for results.json, sweep.png and table.md (default: bench-results)")
+    parser.add_argument("--readme", type=Path, help="also write the table and picture into this README")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,8 +29,12 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(table)
     (args.out / "table.md").write_text(table)
     report.write_json(args.out / "results.json", rows, sweep, host)
-    if report.write_png(args.out / "sweep.png", sweep, host):
+    drawn = report.write_png(args.out / "sweep.png", sweep, host)
+    if drawn:
         print(f"wrote {args.out / 'sweep.png'}")
+    if args.readme:
+        picture = os.path.relpath(args.out / "sweep.png", args.readme.parent) if drawn else None
+        report.update_readme(args.readme, table, picture)
     failed = [r.scenario for r in rows if r.ok is False]
     print("every target met" if not failed else f"targets missed: {', '.join(failed)}")
     return 0 if not failed else 1

@@ -21,6 +21,7 @@ from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 
 _OPTIONS = [("grpc.max_receive_message_length", 1 << 30), ("grpc.max_send_message_length", 1 << 30)]
 MiB = 1 << 20
+SHM_PREFIX = "lossd-bench-"
 
 
 @dataclass
@@ -142,6 +143,24 @@ def ce_gradient(ctx: Context) -> Row:
                ratio <= 2.0)
 
 
+def shared_memory_throughput(ctx: Context) -> Row:
+    """MSE value+gradient over 4M floats (16 MiB tensors): shared memory against the gRPC path."""
+    rng = np.random.default_rng(0)
+    n = 4 * MiB
+    x, y = rng.random(n, np.float32), rng.random(n, np.float32)
+    with LossClient(ctx.lossd.address, shared_memory=True, shm_prefix=SHM_PREFIX, timeout=120) as shm:
+        sx, sy, out = (shm.shared_array((n,), np.float32) for _ in range(3))
+        sx[:], sy[:] = x, y
+        rounds, budget = (6, 10.0) if ctx.quick else (20, 40.0)
+        fast, grpc_path = (lat.median for lat in paired_latency([
+            lambda: shm.gradient("mse", input=sx, target=sy, out={"input": out}),
+            lambda: ctx.client.gradient("mse", input=x, target=y),
+        ], rounds, budget))
+    ratio = (2 * x.nbytes / fast) / (2 * x.nbytes / grpc_path)
+    return Row("Shared memory, MSE 4M value+grad", "MiB/s", 2 * x.nbytes / MiB / fast, None, None, ratio,
+               ">= 5x the gRPC path", ratio >= 5.0, {"grpc_mib_s": 2 * x.nbytes / MiB / grpc_path})
+
+
 def memory_per_request(quick: bool) -> Row:
     """Peak server RSS above idle for one 16 MiB MSE value+gradient request, in multiples of the request."""
     rng = np.random.default_rng(0)
@@ -179,13 +198,14 @@ def size_sweep(ctx: Context) -> list[dict[str, float]]:
 
 def run_cpu(quick: bool) -> tuple[list[Row], list[dict[str, float]]]:
     """Every CPU scenario, servers started and stopped here."""
-    with lossd_server("--device", "cpu") as server, echo_server() as echo, \
+    with lossd_server("--device", "cpu", "--shm-prefix", SHM_PREFIX) as server, echo_server() as echo, \
             LossClient(server.address, timeout=120, max_message_mb=1024) as client, \
             grpc.insecure_channel(server.address, options=_OPTIONS) as lossd_channel, \
             grpc.insecure_channel(echo.address, options=_OPTIONS) as echo_channel:
         ctx = Context(server, echo, client, pb_grpc.LossServiceStub(lossd_channel),
                       echo_channel.unary_unary(METHOD), quick)
-        rows = [mse_small_latency(ctx), mse_small_throughput(ctx), mse_large_gradient(ctx), ce_gradient(ctx)]
+        rows = [mse_small_latency(ctx), mse_small_throughput(ctx), mse_large_gradient(ctx), ce_gradient(ctx),
+                shared_memory_throughput(ctx)]
         sweep = size_sweep(ctx)
     rows.append(memory_per_request(quick))
     return rows, sweep

@@ -12,6 +12,7 @@ import numpy as np
 
 from lossd.client._codec import decode_array, encode_param, split_arguments, tensor_parts
 from lossd.client._errors import from_rpc_error
+from lossd.client._shm import SharedArrays
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 from lossd.v1 import wire
@@ -48,6 +49,8 @@ class LossClient:
         token: str | None = None,
         max_message_mb: float = 64.0,
         channels: int = 1,
+        shared_memory: bool = False,
+        shm_prefix: str = "lossd-",
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """Open a channel to ``target`` (``host:port``).
@@ -57,7 +60,10 @@ class LossClient:
         ``client_certificate``/``client_key`` for mutual TLS), or pass ready ``credentials``. ``token``
         is sent as ``authorization: Bearer <token>`` on every call. ``channels`` > 1 opens that many
         connections and spreads calls over them in turn (a server started with ``--workers N`` gets one
-        worker per connection, so this is what puts every worker to use).
+        worker per connection, so this is what puts every worker to use). ``shared_memory`` uses the
+        same-host path of a server started with ``--shm-prefix`` (``shm_prefix`` must match): large
+        tensors travel through POSIX shared memory, and :meth:`shared_array` makes arrays that need
+        no copy at all.
         """
         if channels < 1:
             raise ValueError("channels must be >= 1")
@@ -84,6 +90,8 @@ class LossClient:
             ch.unary_unary("/lossd.v1.LossService/Gradient", response_deserializer=wire.parse_gradient_response)
             for ch in self._channels])
         self._timeout = timeout
+        self._shm = SharedArrays(shm_prefix) if shared_memory else None
+        self._default_wrt: dict[str, list[str]] = {}
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
 
     def compute(
@@ -114,6 +122,7 @@ class LossClient:
         *,
         wrt: Iterable[str] = (),
         grad_output: Any = None,
+        out: Mapping[str, np.ndarray] | None = None,
         inputs: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
         reduction: str = "",
@@ -124,16 +133,53 @@ class LossClient:
 
         ``wrt`` names the roles to differentiate (default: the loss's prediction, ``input``).
         ``grad_output`` (shaped like the loss) makes it a vector-Jacobian product; ones by default.
+        With ``shared_memory``, ``out`` maps roles to :meth:`shared_array` arrays that receive those
+        gradients in place (no new region per call); other large gradients get new shared arrays.
         """
         request = pb.GradientRequest(loss=loss, reduction=reduction, wrt=list(wrt))
         detached = self._fill(request, inputs, params, arguments)
         if grad_output is not None:
             meta, data = tensor_parts(grad_output)
             detached.append(wire.Detached(_GRAD_OUTPUT, None, meta, data))
+        outputs = self._shared_outputs(request, loss, {**(inputs or {}), **arguments}, out or {})
         parsed = self._call(next(self._gradients), wire.serialize(request, detached), timeout)
         response = parsed.message
-        grads = {role: decode_array(t, parsed.raw.get((_GRADIENTS, role))) for role, t in response.gradients.items()}
+        grads = {role: outputs[role] if t.HasField("shm") and role in outputs
+                 else decode_array(t, parsed.raw.get((_GRADIENTS, role))) for role, t in response.gradients.items()}
         return _value(decode_array(response.loss, parsed.raw.get((_LOSS, None))), response.reduction), grads
+
+    def shared_array(self, shape: Any, dtype: Any = np.float32) -> np.ndarray:
+        """A zero-filled array in shared memory: sent as an input, it travels by name (no copy)."""
+        if self._shm is None:
+            raise RuntimeError("shared_array needs LossClient(..., shared_memory=True)")
+        return self._shm.array(shape, dtype)
+
+    def _shared_outputs(self, request: pb.GradientRequest, loss: str, given: Mapping[str, Any],
+                        out: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Shared-memory arrays for the gradients of large inputs, named in ``request.output_shm``."""
+        if self._shm is None:
+            if out:
+                raise RuntimeError("out= needs LossClient(..., shared_memory=True)")
+            return {}
+        outputs = {}
+        for role, array in out.items():
+            region = self._shm.region_of(array)
+            if region is None:
+                raise ValueError(f"out[{role!r}] must be an array made by shared_array()")
+            request.output_shm[role].CopyFrom(region)
+            outputs[role] = array
+        roles = list(request.wrt) or self._default_wrt.get(loss)
+        if roles is None:
+            roles = self._default_wrt[loss] = list(self.describe(loss).default_wrt)
+        for role in roles:
+            value = given.get(role)
+            if role in outputs:
+                continue
+            if isinstance(value, np.ndarray) and value.nbytes >= wire.DETACH_BYTES and value.dtype.kind == "f":
+                out = self._shm.array(value.shape, value.dtype.newbyteorder("="))
+                request.output_shm[role].CopyFrom(self._shm.region_of(out))
+                outputs[role] = out
+        return outputs
 
     def list_losses(self, *, timeout: float | None = None) -> list[pb.LossInfo]:
         """Every loss the server offers, with roles, parameters and reductions."""
@@ -147,6 +193,8 @@ class LossClient:
         """Close the channels; calls in progress are cancelled."""
         for channel in self._channels:
             channel.close()
+        if self._shm is not None:
+            self._shm.close()
 
     def __enter__(self) -> LossClient:
         return self
@@ -161,8 +209,17 @@ class LossClient:
         kw_inputs, kw_params = split_arguments(arguments)
         detached = []
         for role, value in {**(inputs or {}), **kw_inputs}.items():
+            region = self._shm.region_of(value) if self._shm is not None else None
+            if region is not None:  # already in shared memory: send its name only (no copy is made here)
+                meta, _ = tensor_parts(value)
+                meta.shm.CopyFrom(region)
+                request.inputs[role].CopyFrom(meta)
+                continue
             meta, data = tensor_parts(value)
-            if data.nbytes < wire.DETACH_BYTES:
+            if self._shm is not None and data.nbytes >= wire.DETACH_BYTES:
+                meta.shm.CopyFrom(self._shm.staged(role, data))
+                request.inputs[role].CopyFrom(meta)
+            elif data.nbytes < wire.DETACH_BYTES:
                 # Small: protobuf's own (C) serializer beats appending in Python.
                 slot = request.inputs[role]
                 slot.dtype = meta.dtype

@@ -21,6 +21,7 @@ from lossd.server.memory import retain_heap
 from lossd.server.metrics import MetricsEndpoint, ServerMetrics, lossd_version
 from lossd.server.servicer import LossServicer
 from lossd.server.settings import ServerSettings
+from lossd.server.shm import SharedMemoryAccess
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import wire
 
@@ -67,7 +68,8 @@ class LossServer:
             ("grpc.so_reuseport", 1),  # lets --workers processes share the port
         ])
         servicer = LossServicer(self.registry, self.device, self.metrics, self._executor,
-                                max_elements=limit // _BYTES_PER_ELEMENT_FLOOR, inline_bytes=s.inline_bytes)
+                                max_elements=limit // _BYTES_PER_ELEMENT_FLOOR, inline_bytes=s.inline_bytes,
+                                shm=SharedMemoryAccess(s.shm_prefix))
         _add_loss_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

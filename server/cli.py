@@ -1,4 +1,4 @@
-"""The ``lossd`` command: ``serve`` a server, list the ``losses``, check a server's ``health``."""
+"""The server's commands: ``serve`` a server, list the ``losses``, check a server's ``health``."""
 
 from __future__ import annotations
 
@@ -29,14 +29,17 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    "LOSSD_METRICS_PORT)")
     p.add_argument("--max-message-mb", type=float, help="largest message in MiB (default 64; LOSSD_MAX_MESSAGE_MB)")
     p.add_argument("--grace-seconds", type=float, help="shutdown grace for in-flight calls (default 10)")
+    p.add_argument("--shm-prefix", help="enable the same-host shared-memory path for region names with this "
+                   "prefix, e.g. lossd- (default off; LOSSD_SHM_PREFIX)")
     p.add_argument("--workers", type=int, help="server processes sharing the port (default 1; LOSSD_WORKERS); "
                    "worker i serves metrics on metrics-port + i")
     p.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR (default INFO; LOSSD_LOG_LEVEL)")
+    p.set_defaults(handler=_cmd_serve)
 
 
 def _settings_from(args: argparse.Namespace) -> ServerSettings:
     fields = ("host", "port", "device", "metrics_host", "metrics_port", "max_message_mb", "grace_seconds",
-              "log_level", "workers")
+              "log_level", "workers", "shm_prefix")
     given = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
     return ServerSettings(**given)
 
@@ -82,20 +85,25 @@ def _cmd_health(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lossd`` console script; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="lossd", description="lossd: machine-learning losses over gRPC")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add serve, losses and health to a ``lossd`` argument parser."""
     _serve_parser(sub)
     lp = sub.add_parser("losses", help="list the registered losses")
     lp.add_argument("--markdown", action="store_true", help="print the README's loss table")
+    lp.set_defaults(handler=_cmd_losses)
     hp = sub.add_parser("health", help="exit 0 when a server reports SERVING")
     hp.add_argument("--address", default=f"127.0.0.1:{DEFAULT_PORT}", help="host:port of the server")
     hp.add_argument("--service", default="", help="service name to check (default: the whole server)")
     hp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    hp.set_defaults(handler=_cmd_health)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lossd.server``'s entry point: serve, losses and health (the bench lives in ``lossd``)."""
+    parser = argparse.ArgumentParser(prog="lossd", description="lossd: machine-learning losses over gRPC")
+    add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    handler = {"serve": _cmd_serve, "losses": _cmd_losses, "health": _cmd_health}[args.command]
-    return handler(args)
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 
 from lossd.losses import FieldViolation, InvalidRequestError, ResourceLimitError
 from lossd.losses.errors import invalid
+from lossd.server.shm import SharedMemoryAccess
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import wire
 
@@ -62,10 +63,12 @@ def wire_dtype_name(value: int) -> str:
     return pb.DType.Name(value).removeprefix("DTYPE_").lower() if value in pb.DType.values() else str(value)
 
 
-def decode_tensor(msg: pb.Tensor, where: str, max_elements: int, raw: memoryview | None = None) -> torch.Tensor:
+def decode_tensor(msg: pb.Tensor, where: str, max_elements: int, raw: memoryview | None = None,
+                  shm: SharedMemoryAccess | None = None) -> torch.Tensor:
     """The CPU tensor a ``Tensor`` message describes; ``where`` names it in errors (``inputs[target]``).
 
-    ``raw`` is the tensor's raw_data when the wire codec left it in the received bytes (zero-copy).
+    ``raw`` is the tensor's raw_data when the wire codec left it in the received bytes (zero-copy);
+    ``shm`` maps shared-memory regions (the same-host path), when the server enables it.
     """
     dtype = WIRE_TO_TORCH.get(msg.dtype)
     if dtype is None:
@@ -93,6 +96,8 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int, raw: memoryview
                 [FieldViolation(f"{where}.shape[{i}]", f"{d} exceeds the limit of {max_elements} elements")],
             )
     present = [name for name in _CONTENT_FIELDS if _has(msg, name) or (name == "raw_data" and raw)]
+    if msg.HasField("shm"):
+        present.append("shm")
     if len(present) > 1:
         raise invalid(where, f"carries both {present[0]} and {present[1]}; send exactly one content field")
     if not present:
@@ -101,6 +106,10 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int, raw: memoryview
         raise invalid(where, f"has shape {list(shape)} ({numel} elements) but no content; "
                       "set raw_data or one typed list")
     content = present[0]
+    if content == "shm":
+        access = shm or SharedMemoryAccess("")
+        view = access.read(msg.shm, f"{where}.shm", numel * _ITEMSIZE[dtype])
+        return _from_raw(view, dtype, shape, numel, where)
     if content == "raw_data":
         return _from_raw(raw if raw else msg.raw_data, dtype, shape, numel, where)
     return _from_list(getattr(msg, content), content, dtype, shape, numel, where)

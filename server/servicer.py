@@ -18,10 +18,11 @@ import torch
 
 from lossd.losses import LossSpec, Registry, evaluate, validate
 from lossd.losses.errors import invalid
-from lossd.server.codec import decode_params, decode_tensor, outgoing_tensor
+from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, outgoing_tensor
 from lossd.server.describe import loss_info
 from lossd.server.errors import to_failure
 from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics
+from lossd.server.shm import SharedMemoryAccess
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 from lossd.v1 import wire
@@ -37,13 +38,14 @@ class LossServicer(pb_grpc.LossServiceServicer):
     """Serves losses from ``registry`` on ``device``."""
 
     def __init__(self, registry: Registry, device: torch.device, metrics: ServerMetrics, executor: Executor,
-                 *, max_elements: int, inline_bytes: int) -> None:
+                 *, max_elements: int, inline_bytes: int, shm: SharedMemoryAccess | None = None) -> None:
         self._registry = registry
         self._device = device
         self._metrics = metrics
         self._executor = executor
         self._max_elements = max_elements
         self._inline_bytes = inline_bytes
+        self._shm = shm or SharedMemoryAccess("")
 
     async def Compute(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
         return await self._serve("Compute", request.message.loss, request, context, self._do_compute)
@@ -84,8 +86,25 @@ class LossServicer(pb_grpc.LossServiceServicer):
             self._metrics.observe(method, label, code, time.perf_counter() - started, elements)
 
     def _decode_inputs(self, parsed: wire.Parsed) -> dict[str, torch.Tensor]:
-        return {name: decode_tensor(msg, f"inputs[{name}]", self._max_elements, parsed.raw.get((_INPUTS, name)))
+        return {name: decode_tensor(msg, f"inputs[{name}]", self._max_elements, parsed.raw.get((_INPUTS, name)),
+                                    self._shm)
                 for name, msg in parsed.message.inputs.items()}
+
+    def _reply_tensor(self, request: Any, key: str, tensor: torch.Tensor, field: int, map_key: str | None,
+                      detached: list[wire.Detached]) -> pb.Tensor:
+        """The reply's tensor: written to the request's shared-memory region for ``key``, or sent."""
+        if key in request.output_shm:
+            region = request.output_shm[key]
+            self._shm.write(region, f"output_shm[{key}]", tensor)
+            return pb.Tensor(dtype=TORCH_TO_WIRE[tensor.dtype], shape=list(tensor.shape), shm=region)
+        return outgoing_tensor(tensor, request.response_encoding, field, map_key, detached)
+
+    @staticmethod
+    def _check_output_keys(request: Any, allowed: tuple[str, ...]) -> None:
+        for key in request.output_shm:
+            if key not in allowed:
+                raise invalid(f"output_shm[{key}]", f"not an output of this call; expected one of: "
+                              f"{', '.join(allowed)}")
 
     def _lookup(self, name: str) -> tuple[LossSpec, Mapping[str, Any]]:
         if not name:
@@ -97,10 +116,11 @@ class LossServicer(pb_grpc.LossServiceServicer):
         spec, preset = self._lookup(request.loss)
         tensors = self._decode_inputs(parsed)
         prepared = validate(spec, tensors, decode_params(request.params), request.reduction, preset=preset)
+        self._check_output_keys(request, ("loss",))
         result = evaluate(prepared, self._device)
         detached: list[wire.Detached] = []
         response = pb.ComputeResponse(
-            loss=outgoing_tensor(result.loss, request.response_encoding, _LOSS, None, detached),
+            loss=self._reply_tensor(request, "loss", result.loss, _LOSS, None, detached),
             loss_name=spec.name, reduction=prepared.reduction, device=str(self._device),
         )
         return wire.Outgoing(response, detached), sum(t.numel() for t in tensors.values())
@@ -110,16 +130,16 @@ class LossServicer(pb_grpc.LossServiceServicer):
         spec, preset = self._lookup(request.loss)
         tensors = self._decode_inputs(parsed)
         grad_output = (decode_tensor(request.grad_output, "grad_output", self._max_elements,
-                                     parsed.raw.get((_GRAD_OUTPUT, None)))
+                                     parsed.raw.get((_GRAD_OUTPUT, None)), self._shm)
                        if request.HasField("grad_output") else None)
         prepared = validate(spec, tensors, decode_params(request.params), request.reduction,
                             wrt=list(request.wrt), grad_output=grad_output, preset=preset)
+        self._check_output_keys(request, ("loss", *prepared.wrt))
         result = evaluate(prepared, self._device)
-        encoding = request.response_encoding
         detached: list[wire.Detached] = []
         response = pb.GradientResponse(
-            loss=outgoing_tensor(result.loss, encoding, _LOSS, None, detached),
-            gradients={role: outgoing_tensor(g, encoding, _GRADIENTS, role, detached)
+            loss=self._reply_tensor(request, "loss", result.loss, _LOSS, None, detached),
+            gradients={role: self._reply_tensor(request, role, g, _GRADIENTS, role, detached)
                        for role, g in result.gradients.items()},
             loss_name=spec.name, reduction=prepared.reduction, device=str(self._device),
         )

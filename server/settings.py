@@ -46,6 +46,10 @@ class ServerSettings(BaseSettings):
     """Blocks up to this size are kept in the heap when freed and reused (no page faults on the next large
     request); RSS then stays near its peak. 0 keeps the C library's defaults."""
 
+    shm_prefix: str = ""
+    """Turns on the same-host shared-memory path for region names starting with this prefix (e.g. 'lossd-');
+    empty (the default) turns it off."""
+
     workers: int = Field(1, ge=1, le=256)
     """Server processes sharing the port (SO_REUSEPORT); more than 1 spreads protobuf work over cores."""
 

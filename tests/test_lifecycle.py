@@ -101,6 +101,7 @@ def test_flags_override_environment() -> None:
         import argparse
 
         args = argparse.Namespace(host=None, port=None, device=None, metrics_host=None, metrics_port=None, workers=None,
+                                  shm_prefix=None,
                                   max_message_mb=16.0, grace_seconds=None, log_level=None)
         assert _settings_from(args).max_message_mb == 16.0
         args.max_message_mb = None

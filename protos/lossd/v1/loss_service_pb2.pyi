@@ -56,7 +56,7 @@ PARAM_TYPE_FLOAT_LIST: ParamType
 PARAM_TYPE_STRING_LIST: ParamType
 
 class Tensor(_message.Message):
-    __slots__ = ("dtype", "shape", "raw_data", "float_val", "double_val", "int64_val", "bool_val")
+    __slots__ = ("dtype", "shape", "raw_data", "float_val", "double_val", "int64_val", "bool_val", "shm")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     RAW_DATA_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class Tensor(_message.Message):
     DOUBLE_VAL_FIELD_NUMBER: _ClassVar[int]
     INT64_VAL_FIELD_NUMBER: _ClassVar[int]
     BOOL_VAL_FIELD_NUMBER: _ClassVar[int]
+    SHM_FIELD_NUMBER: _ClassVar[int]
     dtype: DType
     shape: _containers.RepeatedScalarFieldContainer[int]
     raw_data: bytes
@@ -71,7 +72,18 @@ class Tensor(_message.Message):
     double_val: _containers.RepeatedScalarFieldContainer[float]
     int64_val: _containers.RepeatedScalarFieldContainer[int]
     bool_val: _containers.RepeatedScalarFieldContainer[bool]
-    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., raw_data: _Optional[bytes] = ..., float_val: _Optional[_Iterable[float]] = ..., double_val: _Optional[_Iterable[float]] = ..., int64_val: _Optional[_Iterable[int]] = ..., bool_val: _Optional[_Iterable[bool]] = ...) -> None: ...
+    shm: SharedRegion
+    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., raw_data: _Optional[bytes] = ..., float_val: _Optional[_Iterable[float]] = ..., double_val: _Optional[_Iterable[float]] = ..., int64_val: _Optional[_Iterable[int]] = ..., bool_val: _Optional[_Iterable[bool]] = ..., shm: _Optional[_Union[SharedRegion, _Mapping]] = ...) -> None: ...
+
+class SharedRegion(_message.Message):
+    __slots__ = ("name", "offset", "size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    offset: int
+    size: int
+    def __init__(self, name: _Optional[str] = ..., offset: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
 
 class DoubleList(_message.Message):
     __slots__ = ("values",)
@@ -104,7 +116,7 @@ class ParamValue(_message.Message):
     def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: _Optional[bool] = ..., numbers: _Optional[_Union[DoubleList, _Mapping]] = ..., none: _Optional[_Union[_struct_pb2.NullValue, str]] = ..., texts: _Optional[_Union[StringList, _Mapping]] = ...) -> None: ...
 
 class ComputeRequest(_message.Message):
-    __slots__ = ("loss", "inputs", "params", "reduction", "response_encoding")
+    __slots__ = ("loss", "inputs", "params", "reduction", "response_encoding", "output_shm")
     class InputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,17 +131,26 @@ class ComputeRequest(_message.Message):
         key: str
         value: ParamValue
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    class OutputShmEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SharedRegion
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SharedRegion, _Mapping]] = ...) -> None: ...
     LOSS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     REDUCTION_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHM_FIELD_NUMBER: _ClassVar[int]
     loss: str
     inputs: _containers.MessageMap[str, Tensor]
     params: _containers.MessageMap[str, ParamValue]
     reduction: str
     response_encoding: Encoding
-    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., reduction: _Optional[str] = ..., response_encoding: _Optional[_Union[Encoding, str]] = ...) -> None: ...
+    output_shm: _containers.MessageMap[str, SharedRegion]
+    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., reduction: _Optional[str] = ..., response_encoding: _Optional[_Union[Encoding, str]] = ..., output_shm: _Optional[_Mapping[str, SharedRegion]] = ...) -> None: ...
 
 class ComputeResponse(_message.Message):
     __slots__ = ("loss", "loss_name", "reduction", "device")
@@ -144,7 +165,7 @@ class ComputeResponse(_message.Message):
     def __init__(self, loss: _Optional[_Union[Tensor, _Mapping]] = ..., loss_name: _Optional[str] = ..., reduction: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class GradientRequest(_message.Message):
-    __slots__ = ("loss", "inputs", "params", "reduction", "response_encoding", "wrt", "grad_output")
+    __slots__ = ("loss", "inputs", "params", "reduction", "response_encoding", "wrt", "grad_output", "output_shm")
     class InputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +180,13 @@ class GradientRequest(_message.Message):
         key: str
         value: ParamValue
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    class OutputShmEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: SharedRegion
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[SharedRegion, _Mapping]] = ...) -> None: ...
     LOSS_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +194,7 @@ class GradientRequest(_message.Message):
     RESPONSE_ENCODING_FIELD_NUMBER: _ClassVar[int]
     WRT_FIELD_NUMBER: _ClassVar[int]
     GRAD_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHM_FIELD_NUMBER: _ClassVar[int]
     loss: str
     inputs: _containers.MessageMap[str, Tensor]
     params: _containers.MessageMap[str, ParamValue]
@@ -173,7 +202,8 @@ class GradientRequest(_message.Message):
     response_encoding: Encoding
     wrt: _containers.RepeatedScalarFieldContainer[str]
     grad_output: Tensor
-    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., reduction: _Optional[str] = ..., response_encoding: _Optional[_Union[Encoding, str]] = ..., wrt: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    output_shm: _containers.MessageMap[str, SharedRegion]
+    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., reduction: _Optional[str] = ..., response_encoding: _Optional[_Union[Encoding, str]] = ..., wrt: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_shm: _Optional[_Mapping[str, SharedRegion]] = ...) -> None: ...
 
 class GradientResponse(_message.Message):
     __slots__ = ("loss", "gradients", "loss_name", "reduction", "device")

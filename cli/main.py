@@ -1,0 +1,27 @@
+"""``lossd <command>``: one entry point over the server's commands and the benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lossd.server import cli as server_cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lossd`` console script; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="lossd", description="lossd: machine-learning losses over gRPC")
+    sub = parser.add_subparsers(dest="command", required=True)
+    server_cli.add_commands(sub)
+    bench = sub.add_parser("bench", help="measure lossd against the gRPC ceiling and torch in-process")
+    from lossd.bench.cli import add_arguments, run  # the benchmark pulls in the client: load it here only
+
+    add_arguments(bench)
+    bench.set_defaults(handler=run)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
