@@ -13,6 +13,7 @@ import numpy as np
 from lossd.client._codec import decode_array, encode_param, split_arguments, tensor_parts
 from lossd.client._errors import from_rpc_error
 from lossd.client._shm import SharedArrays
+from lossd.client._stream import CHUNK_BYTES, stream_call
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 from lossd.v1 import wire
@@ -49,6 +50,7 @@ class LossClient:
         token: str | None = None,
         max_message_mb: float = 64.0,
         channels: int = 1,
+        stream_mb: float = 48.0,
         shared_memory: bool = False,
         shm_prefix: str = "lossd-",
         options: Sequence[tuple[str, Any]] = (),
@@ -60,7 +62,9 @@ class LossClient:
         ``client_certificate``/``client_key`` for mutual TLS), or pass ready ``credentials``. ``token``
         is sent as ``authorization: Bearer <token>`` on every call. ``channels`` > 1 opens that many
         connections and spreads calls over them in turn (a server started with ``--workers N`` gets one
-        worker per connection, so this is what puts every worker to use). ``shared_memory`` uses the
+        worker per connection, so this is what puts every worker to use). Requests whose tensors add up to
+        more than ``stream_mb`` MiB go in chunks over the streaming RPCs (and so may exceed the message
+        limit); the answer is the same. ``shared_memory`` uses the
         same-host path of a server started with ``--shm-prefix`` (``shm_prefix`` must match): large
         tensors travel through POSIX shared memory, and :meth:`shared_array` makes arrays that need
         no copy at all.
@@ -86,6 +90,14 @@ class LossClient:
         self._computes = itertools.cycle([
             ch.unary_unary("/lossd.v1.LossService/Compute", response_deserializer=wire.parse_compute_response)
             for ch in self._channels])
+        self._streams = {
+            kind: itertools.cycle([ch.stream_stream(f"/lossd.v1.LossService/{method}",
+                                                    response_deserializer=wire.parse_stream_response)
+                                   for ch in self._channels])
+            for kind, method in (("compute", "ComputeStream"), ("gradient", "GradientStream"))
+        }
+        self._stream_bytes = int(stream_mb * 1024 * 1024)
+        self._chunk_bytes = min(CHUNK_BYTES, limit // 2)  # chunks stay well inside the message limit
         self._gradients = itertools.cycle([
             ch.unary_unary("/lossd.v1.LossService/Gradient", response_deserializer=wire.parse_gradient_response)
             for ch in self._channels])
@@ -111,7 +123,10 @@ class LossClient:
         """
         request = pb.ComputeRequest(loss=loss, reduction=reduction)
         detached = self._fill(request, inputs, params, arguments)
-        parsed = self._call(next(self._computes), wire.serialize(request, detached), timeout)
+        if _payload(detached) > self._stream_bytes:
+            parsed = self._stream("compute", request, detached, timeout)
+        else:
+            parsed = self._call(next(self._computes), wire.serialize(request, detached), timeout)
         response = parsed.message
         return _value(decode_array(response.loss, parsed.raw.get((_LOSS, None))), response.reduction)
 
@@ -142,7 +157,10 @@ class LossClient:
             meta, data = tensor_parts(grad_output)
             detached.append(wire.Detached(_GRAD_OUTPUT, None, meta, data))
         outputs = self._shared_outputs(request, loss, {**(inputs or {}), **arguments}, out or {})
-        parsed = self._call(next(self._gradients), wire.serialize(request, detached), timeout)
+        if _payload(detached) > self._stream_bytes:
+            parsed = self._stream("gradient", request, detached, timeout)
+        else:
+            parsed = self._call(next(self._gradients), wire.serialize(request, detached), timeout)
         response = parsed.message
         grads = {role: outputs[role] if t.HasField("shm") and role in outputs
                  else decode_array(t, parsed.raw.get((_GRADIENTS, role))) for role, t in response.gradients.items()}
@@ -231,12 +249,21 @@ class LossClient:
             request.params[name].CopyFrom(encode_param(name, value))
         return detached
 
+    def _stream(self, kind: str, request: Any, detached: list[wire.Detached], timeout: float | None) -> wire.Parsed:
+        """One call over ComputeStream/GradientStream (see lossd.client._stream)."""
+        return stream_call(lambda parts: self._call(next(self._streams[kind]), parts, timeout), kind, request,
+                           detached, self._chunk_bytes)
+
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
             return method(request, timeout=timeout if timeout is not None else self._timeout,
                           metadata=self._metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
+
+
+def _payload(detached: list[wire.Detached]) -> int:
+    return sum(memoryview(d.raw).nbytes for d in detached)
 
 
 def _value(array: np.ndarray, reduction: str) -> Value:

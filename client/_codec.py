@@ -64,6 +64,11 @@ def encode_array(value: Any) -> pb.Tensor:
     return meta
 
 
+def dtype_size(wire_dtype: int) -> int:
+    """Bytes per element of a wire dtype."""
+    return 2 if wire_dtype == pb.DTYPE_BFLOAT16 else _WIRE_TO_NUMPY[wire_dtype].itemsize
+
+
 def decode_array(msg: pb.Tensor, raw: memoryview | None = None) -> np.ndarray:
     """A read-only numpy view of a ``Tensor`` message (bfloat16 comes back as float32).
 

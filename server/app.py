@@ -69,7 +69,7 @@ class LossServer:
         ])
         servicer = LossServicer(self.registry, self.device, self.metrics, self._executor,
                                 max_elements=limit // _BYTES_PER_ELEMENT_FLOOR, inline_bytes=s.inline_bytes,
-                                shm=SharedMemoryAccess(s.shm_prefix))
+                                shm=SharedMemoryAccess(s.shm_prefix), max_stream_bytes=s.max_stream_mb << 20)
         _add_loss_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -122,6 +122,12 @@ def _add_loss_service(servicer: LossServicer, server: grpc.aio.Server) -> None:
         "Gradient": grpc.unary_unary_rpc_method_handler(
             servicer.Gradient, request_deserializer=wire.parse_gradient_request,
             response_serializer=wire.serialize_message),
+        "ComputeStream": grpc.stream_stream_rpc_method_handler(
+            servicer.ComputeStream, request_deserializer=wire.parse_stream_request,
+            response_serializer=wire.serialize_stream_part),
+        "GradientStream": grpc.stream_stream_rpc_method_handler(
+            servicer.GradientStream, request_deserializer=wire.parse_stream_request,
+            response_serializer=wire.serialize_stream_part),
         "ListLosses": grpc.unary_unary_rpc_method_handler(
             servicer.ListLosses, request_deserializer=wire.parse_list_request,
             response_serializer=pb.ListLossesResponse.SerializeToString),

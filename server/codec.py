@@ -41,6 +41,11 @@ WIRE_TO_TORCH: dict[int, torch.dtype] = {
 TORCH_TO_WIRE: dict[torch.dtype, int] = {v: k for k, v in WIRE_TO_TORCH.items()}
 _ITEMSIZE = {d: torch.empty((), dtype=d).element_size() for d in TORCH_TO_WIRE}
 
+
+def itemsize(dtype: torch.dtype) -> int:
+    """Bytes per element."""
+    return _ITEMSIZE[dtype]
+
 # Which typed list may carry which dtypes (see the Tensor message in the .proto).
 _LIST_DTYPES: dict[str, tuple[torch.dtype, ...]] = {
     "float_val": (torch.float32, torch.float16, torch.bfloat16),

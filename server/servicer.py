@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
@@ -23,6 +23,7 @@ from lossd.server.describe import loss_info
 from lossd.server.errors import to_failure
 from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics
 from lossd.server.shm import SharedMemoryAccess
+from lossd.server.streaming import CHUNK_BYTES, receive, reply_parts
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 from lossd.v1 import wire
@@ -38,7 +39,8 @@ class LossServicer(pb_grpc.LossServiceServicer):
     """Serves losses from ``registry`` on ``device``."""
 
     def __init__(self, registry: Registry, device: torch.device, metrics: ServerMetrics, executor: Executor,
-                 *, max_elements: int, inline_bytes: int, shm: SharedMemoryAccess | None = None) -> None:
+                 *, max_elements: int, inline_bytes: int, shm: SharedMemoryAccess | None = None,
+                 max_stream_bytes: int = 2 << 30) -> None:
         self._registry = registry
         self._device = device
         self._metrics = metrics
@@ -46,6 +48,8 @@ class LossServicer(pb_grpc.LossServiceServicer):
         self._max_elements = max_elements
         self._inline_bytes = inline_bytes
         self._shm = shm or SharedMemoryAccess("")
+        self._max_stream_bytes = max_stream_bytes
+        self._chunk_bytes = min(CHUNK_BYTES, max(1, max_elements // 2))  # max_elements: the message limit
 
     async def Compute(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
         return await self._serve("Compute", request.message.loss, request, context, self._do_compute)
@@ -55,6 +59,39 @@ class LossServicer(pb_grpc.LossServiceServicer):
 
     async def ListLosses(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> pb.ListLossesResponse:
         return await self._serve("ListLosses", request.message.name or None, request, context, self._do_list)
+
+    async def ComputeStream(self, parts: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for part in self._serve_stream("ComputeStream", parts, context, "compute", self._do_compute):
+            yield part
+
+    async def GradientStream(self, parts: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for part in self._serve_stream("GradientStream", parts, context, "gradient", self._do_gradient):
+            yield part
+
+    async def _serve_stream(self, method: str, parts: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+                            kind: str, work: Callable[[Any], tuple[wire.Outgoing, int]]) -> AsyncIterator[Any]:
+        """Like _serve, for a streamed request and reply (the reply's streaming is timed too)."""
+        started = time.perf_counter()
+        label, code, elements = UNKNOWN_LOSS, grpc.StatusCode.OK, 0
+        in_flight = self._metrics.in_flight_for(method)
+        in_flight.inc()
+        try:
+            parsed = await receive(parts, kind, self._max_stream_bytes)
+            label = self._registry.canonical(parsed.message.loss) or UNKNOWN_LOSS
+            loop = asyncio.get_running_loop()
+            outgoing, elements = await loop.run_in_executor(self._executor, work, parsed)
+            for part in reply_parts(outgoing, kind, self._chunk_bytes):
+                yield part
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            failure = to_failure(exc)
+            code = failure.code
+            await context.abort(failure.code, failure.message, trailing_metadata=failure.trailing_metadata)
+        finally:
+            in_flight.dec()
+            self._metrics.observe(method, label, code, time.perf_counter() - started, elements)
 
     async def _serve(self, method: str, loss_name: str | None, request: wire.Parsed,
                      context: grpc.aio.ServicerContext,

@@ -33,6 +33,9 @@ class ServerSettings(BaseSettings):
     max_message_mb: float = Field(64.0, gt=0, le=2047)
     """Largest request or reply message, in MiB (gRPC's own limit is 2 GiB)."""
 
+    max_stream_mb: int = Field(2048, ge=1)
+    """Largest total of tensor bytes one ComputeStream/GradientStream request may declare, in MiB."""
+
     grace_seconds: float = Field(10.0, ge=0)
     """On SIGTERM/SIGINT: how long in-flight calls may take to finish before they are cancelled."""
 

@@ -50,6 +50,16 @@ class LossServiceStub:
                 request_serializer=lossd_dot_v1_dot_loss__service__pb2.ListLossesRequest.SerializeToString,
                 response_deserializer=lossd_dot_v1_dot_loss__service__pb2.ListLossesResponse.FromString,
                 _registered_method=True)
+        self.ComputeStream = channel.stream_stream(
+                '/lossd.v1.LossService/ComputeStream',
+                request_serializer=lossd_dot_v1_dot_loss__service__pb2.StreamRequest.SerializeToString,
+                response_deserializer=lossd_dot_v1_dot_loss__service__pb2.StreamResponse.FromString,
+                _registered_method=True)
+        self.GradientStream = channel.stream_stream(
+                '/lossd.v1.LossService/GradientStream',
+                request_serializer=lossd_dot_v1_dot_loss__service__pb2.StreamRequest.SerializeToString,
+                response_deserializer=lossd_dot_v1_dot_loss__service__pb2.StreamResponse.FromString,
+                _registered_method=True)
 
 
 class LossServiceServicer:
@@ -77,6 +87,21 @@ class LossServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ComputeStream(self, request_iterator, context):
+        """Compute and Gradient for tensors too large for one message. The client sends the request first,
+        with each large tensor's dtype and shape but no content, then that tensor's bytes as chunks; the
+        server answers the same way: the response, then chunks of its large tensors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GradientStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LossServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +119,16 @@ def add_LossServiceServicer_to_server(servicer, server):
                     servicer.ListLosses,
                     request_deserializer=lossd_dot_v1_dot_loss__service__pb2.ListLossesRequest.FromString,
                     response_serializer=lossd_dot_v1_dot_loss__service__pb2.ListLossesResponse.SerializeToString,
+            ),
+            'ComputeStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ComputeStream,
+                    request_deserializer=lossd_dot_v1_dot_loss__service__pb2.StreamRequest.FromString,
+                    response_serializer=lossd_dot_v1_dot_loss__service__pb2.StreamResponse.SerializeToString,
+            ),
+            'GradientStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.GradientStream,
+                    request_deserializer=lossd_dot_v1_dot_loss__service__pb2.StreamRequest.FromString,
+                    response_serializer=lossd_dot_v1_dot_loss__service__pb2.StreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +213,60 @@ class LossService:
             '/lossd.v1.LossService/ListLosses',
             lossd_dot_v1_dot_loss__service__pb2.ListLossesRequest.SerializeToString,
             lossd_dot_v1_dot_loss__service__pb2.ListLossesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ComputeStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/lossd.v1.LossService/ComputeStream',
+            lossd_dot_v1_dot_loss__service__pb2.StreamRequest.SerializeToString,
+            lossd_dot_v1_dot_loss__service__pb2.StreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GradientStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/lossd.v1.LossService/GradientStream',
+            lossd_dot_v1_dot_loss__service__pb2.StreamRequest.SerializeToString,
+            lossd_dot_v1_dot_loss__service__pb2.StreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -232,3 +232,63 @@ parse_compute_request = _parser(pb.ComputeRequest, maps=("inputs",))
 parse_gradient_request = _parser(pb.GradientRequest, maps=("inputs",), singles=("grad_output",))
 parse_compute_response = _parser(pb.ComputeResponse, singles=("loss",))
 parse_gradient_response = _parser(pb.GradientResponse, maps=("gradients",), singles=("loss",))
+
+
+# --- Streams (ComputeStream / GradientStream): a header message, then chunks of tensor bytes. ---
+
+_PART_CHUNK = _number(pb.StreamRequest, "chunk")  # the same number in StreamResponse
+if _number(pb.StreamResponse, "chunk") != _PART_CHUNK:  # one parser serves both directions
+    raise ImportError("StreamRequest and StreamResponse must number their chunk field alike")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A received TensorChunk, its data left in the received bytes."""
+
+    tensor: str
+    offset: int
+    data: memoryview
+
+
+def chunk_message(tensor: str, offset: int, data: Any) -> bytes:
+    """A StreamRequest/StreamResponse holding one TensorChunk; ``data`` is copied once, into the result."""
+    name = tensor.encode()
+    view = memoryview(data).cast("B") if memoryview(data).nbytes else b""
+    body_head = (_varint(1 << 3 | _LEN) + _varint(len(name)) + name + _varint(2 << 3) + _varint(offset)
+                 + _varint(3 << 3 | _LEN) + _varint(len(view)))
+    length = len(body_head) + len(view)
+    return b"".join([_varint(_PART_CHUNK << 3 | _LEN) + _varint(length) + body_head, view])
+
+
+def _stream_parser(cls: type[M]) -> Any:
+    def parse_part(data: bytes) -> Parsed | Chunk:
+        try:
+            buf = memoryview(data).toreadonly()
+            fields = list(_fields(buf))
+            if len(fields) == 1 and fields[0][0] == _PART_CHUNK and fields[0][1] == _LEN:
+                _, _, _, payload, end = fields[0]
+                tensor, offset, view = "", 0, buf[0:0]
+                body = buf[payload:end]
+                for number, wire_type, _, p, e in _fields(body):
+                    if number == 1 and wire_type == _LEN:
+                        tensor = bytes(body[p:e]).decode("utf-8")
+                    elif number == 2 and wire_type == 0:
+                        offset = _read_varint(body, p)[0]
+                    elif number == 3 and wire_type == _LEN:
+                        view = body[p:e]
+                return Chunk(tensor, offset, view)
+            return Parsed(cls.FromString(data), size=len(data))
+        except (DecodeError, UnicodeDecodeError) as exc:
+            return Parsed(cls(), error=f"not a valid {cls.DESCRIPTOR.full_name} encoding ({exc})")
+
+    parse_part.__doc__ = f"A gRPC deserializer for {cls.__name__}: chunks stay in the received bytes."
+    return parse_part
+
+
+parse_stream_request = _stream_parser(pb.StreamRequest)
+parse_stream_response = _stream_parser(pb.StreamResponse)
+
+
+def serialize_stream_part(part: bytes | Message) -> bytes:
+    """A gRPC serializer for stream parts: messages, or chunks already encoded by :func:`chunk_message`."""
+    return part if isinstance(part, bytes) else part.SerializeToString()

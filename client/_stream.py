@@ -1,0 +1,67 @@
+"""Client side of ComputeStream/GradientStream: requests and replies larger than one message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from lossd.client._codec import dtype_size
+from lossd.v1 import loss_service_pb2 as pb
+from lossd.v1 import wire
+
+CHUNK_BYTES = 4 << 20
+_GRAD_OUTPUT = pb.GradientRequest.DESCRIPTOR.fields_by_name["grad_output"].number
+_LOSS = pb.ComputeResponse.DESCRIPTOR.fields_by_name["loss"].number
+_GRADIENTS = pb.GradientResponse.DESCRIPTOR.fields_by_name["gradients"].number
+
+
+def _has_content(t: pb.Tensor) -> bool:
+    return bool(t.raw_data or t.float_val or t.double_val or t.int64_val or t.bool_val or t.HasField("shm"))
+
+
+def _reply_buffers(header: Any) -> dict[str, tuple[tuple[int, str | None], np.ndarray]]:
+    """Buffers for the reply tensors that will arrive as chunks (declared without content, not empty)."""
+    items = [("loss", (_LOSS, None), header.loss)]
+    items += [(f"gradients/{role}", (_GRADIENTS, role), t) for role, t in getattr(header, "gradients", {}).items()]
+    out = {}
+    for name, key, t in items:
+        nbytes = int(np.prod(t.shape, dtype=np.int64)) * dtype_size(t.dtype)
+        if nbytes and not _has_content(t):
+            out[name] = (key, np.empty(nbytes, np.uint8))
+    return out
+
+
+def stream_call(call: Callable[[Iterator[bytes]], Any], kind: str, request: Any,
+                detached: list[wire.Detached], chunk_bytes: int = CHUNK_BYTES) -> wire.Parsed:
+    """Send ``request`` (``kind`` "compute" or "gradient") with its large tensors in chunks; the reply,
+    reassembled, as a :class:`wire.Parsed` like a unary reply's."""
+    names = {}
+    for d in detached:  # the header declares each streamed tensor: dtype and shape, no content
+        if d.field == _GRAD_OUTPUT:
+            request.grad_output.CopyFrom(d.meta)
+            names[id(d)] = "grad_output"
+        else:
+            request.inputs[d.key].CopyFrom(d.meta)
+            names[id(d)] = f"inputs/{d.key}"
+
+    def parts() -> Iterator[bytes]:
+        yield pb.StreamRequest(**{kind: request}).SerializeToString()
+        for d in detached:
+            data = memoryview(d.raw).cast("B") if memoryview(d.raw).nbytes else memoryview(b"")
+            for offset in range(0, len(data), chunk_bytes):
+                yield wire.chunk_message(names[id(d)], offset, data[offset: offset + chunk_bytes])
+
+    header: Any = None
+    buffers: dict[str, tuple[tuple[int, str | None], np.ndarray]] = {}
+    for part in call(parts()):
+        if header is None:
+            header = getattr(part.message, kind)
+            buffers = _reply_buffers(header)
+            continue
+        entry = buffers.get(part.tensor)
+        if entry is None or part.offset + len(part.data) > entry[1].nbytes:
+            raise RuntimeError(f"the server streamed an unexpected chunk for {part.tensor!r}")
+        entry[1][part.offset: part.offset + len(part.data)] = np.frombuffer(part.data, np.uint8)
+    return wire.Parsed(header, {key: memoryview(buf) for key, buf in buffers.values()})
