@@ -19,6 +19,7 @@ from lossd.losses import REGISTRY, Registry
 from lossd.server.device import resolve_device
 from lossd.server.memory import retain_heap
 from lossd.server.metrics import MetricsEndpoint, ServerMetrics, lossd_version
+from lossd.server.placement import placement_for
 from lossd.server.servicer import LossServicer
 from lossd.server.settings import ServerSettings
 from lossd.server.shm import SharedMemoryAccess
@@ -67,7 +68,9 @@ class LossServer:
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 1),  # lets --workers processes share the port
         ])
-        servicer = LossServicer(self.registry, self.device, self.metrics, self._executor,
+        self.placement = placement_for(self.device, s.gpu_min_elements)
+        self.metrics.gpu_min_elements.set(self.placement.gpu_min_elements)
+        servicer = LossServicer(self.registry, self.placement, self.metrics, self._executor,
                                 max_elements=limit // _BYTES_PER_ELEMENT_FLOOR, inline_bytes=s.inline_bytes,
                                 shm=SharedMemoryAccess(s.shm_prefix), max_stream_bytes=s.max_stream_mb << 20)
         _add_loss_service(servicer, server)

@@ -42,12 +42,17 @@ class ServerMetrics:
         self.elements = Counter("lossd_elements", "Tensor elements received in successful calls.",
                                 ["method", "loss"], registry=r)
         self.in_flight = Gauge("lossd_requests_in_flight", "Calls being processed now.", ["method"], registry=r)
+        self.compute = Histogram("lossd_compute_duration_seconds", "Time spent computing (after validation), "
+                                 "by device.", ["device"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.gpu_min_elements = Gauge("lossd_gpu_min_elements", "Requests with fewer tensor elements run on the CPU "
+                                      "(CUDA servers; 0 otherwise).", registry=r)
         self.build_info = Gauge("lossd_build_info", "Always 1; the labels describe this build.",
                                 ["version", "torch", "cuda", "device"], registry=r)
         self.build_info.labels(lossd_version(), torch.__version__, torch.version.cuda or "none", device).set(1)
         # Label values are bounded (methods, canonical loss names, codes), so these caches are too.
         self._children: dict[tuple[str, str, grpc.StatusCode], tuple[Any, Any, Any]] = {}
         self._in_flight_children: dict[str, Any] = {}
+        self._compute_children: dict[str, Any] = {}
 
     def observe(self, method: str, loss: str, code: grpc.StatusCode, seconds: float, elements: int) -> None:
         """Record one answered call."""
@@ -60,6 +65,13 @@ class ServerMetrics:
         children[1].observe(seconds)
         if code is grpc.StatusCode.OK:
             children[2].inc(elements)
+
+    def compute_seconds(self, device: str, seconds: float) -> None:
+        """Record one computation on ``device``."""
+        child = self._compute_children.get(device)
+        if child is None:
+            child = self._compute_children[device] = self.compute.labels(device)
+        child.observe(seconds)
 
     def in_flight_for(self, method: str) -> Any:
         """The in-flight gauge of one method."""

@@ -16,12 +16,13 @@ from typing import Any
 import grpc
 import torch
 
-from lossd.losses import LossSpec, Registry, evaluate, validate
+from lossd.losses import LossSpec, Prepared, Registry, Result, evaluate, validate
 from lossd.losses.errors import invalid
 from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, outgoing_tensor
 from lossd.server.describe import loss_info
 from lossd.server.errors import to_failure
-from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics
+from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics, lossd_version
+from lossd.server.placement import Placement
 from lossd.server.shm import SharedMemoryAccess
 from lossd.server.streaming import CHUNK_BYTES, receive, reply_parts
 from lossd.v1 import loss_service_pb2 as pb
@@ -38,11 +39,14 @@ _GRADIENTS = pb.GradientResponse.DESCRIPTOR.fields_by_name["gradients"].number
 class LossServicer(pb_grpc.LossServiceServicer):
     """Serves losses from ``registry`` on ``device``."""
 
-    def __init__(self, registry: Registry, device: torch.device, metrics: ServerMetrics, executor: Executor,
+    def __init__(self, registry: Registry, placement: Placement, metrics: ServerMetrics, executor: Executor,
                  *, max_elements: int, inline_bytes: int, shm: SharedMemoryAccess | None = None,
                  max_stream_bytes: int = 2 << 30) -> None:
         self._registry = registry
-        self._device = device
+        self._placement = placement
+        self._server_info = pb.ServerInfo(
+            version=lossd_version(), device=str(placement.device), gpu_min_elements=placement.gpu_min_elements,
+            max_message_bytes=max_elements, shm_prefix=shm.prefix if shm else "")
         self._metrics = metrics
         self._executor = executor
         self._max_elements = max_elements
@@ -154,11 +158,11 @@ class LossServicer(pb_grpc.LossServiceServicer):
         tensors = self._decode_inputs(parsed)
         prepared = validate(spec, tensors, decode_params(request.params), request.reduction, preset=preset)
         self._check_output_keys(request, ("loss",))
-        result = evaluate(prepared, self._device)
+        result, device = self._evaluate(prepared, tensors)
         detached: list[wire.Detached] = []
         response = pb.ComputeResponse(
             loss=self._reply_tensor(request, "loss", result.loss, _LOSS, None, detached),
-            loss_name=spec.name, reduction=prepared.reduction, device=str(self._device),
+            loss_name=spec.name, reduction=prepared.reduction, device=str(device),
         )
         return wire.Outgoing(response, detached), sum(t.numel() for t in tensors.values())
 
@@ -172,18 +176,25 @@ class LossServicer(pb_grpc.LossServiceServicer):
         prepared = validate(spec, tensors, decode_params(request.params), request.reduction,
                             wrt=list(request.wrt), grad_output=grad_output, preset=preset)
         self._check_output_keys(request, ("loss", *prepared.wrt))
-        result = evaluate(prepared, self._device)
+        result, device = self._evaluate(prepared, tensors)
         detached: list[wire.Detached] = []
         response = pb.GradientResponse(
             loss=self._reply_tensor(request, "loss", result.loss, _LOSS, None, detached),
             gradients={role: self._reply_tensor(request, role, g, _GRADIENTS, role, detached)
                        for role, g in result.gradients.items()},
-            loss_name=spec.name, reduction=prepared.reduction, device=str(self._device),
+            loss_name=spec.name, reduction=prepared.reduction, device=str(device),
         )
         return wire.Outgoing(response, detached), sum(t.numel() for t in tensors.values())
+
+    def _evaluate(self, prepared: Prepared, tensors: Mapping[str, torch.Tensor]) -> tuple[Result, torch.device]:
+        device = self._placement.device_for(sum(t.numel() for t in tensors.values()))
+        started = time.perf_counter()
+        result = evaluate(prepared, device)
+        self._metrics.compute_seconds(str(device), time.perf_counter() - started)
+        return result, device
 
     def _do_list(self, parsed: wire.Parsed) -> tuple[pb.ListLossesResponse, int]:
         request = parsed.message
         specs = [self._registry.get(request.name)] if request.name else list(self._registry)
-        return pb.ListLossesResponse(losses=[loss_info(s) for s in specs]), 0
+        return pb.ListLossesResponse(losses=[loss_info(s) for s in specs], server=self._server_info), 0
 

@@ -30,6 +30,10 @@ class ServerSettings(BaseSettings):
     metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535)
     """Port of the Prometheus endpoint; 0 disables it."""
 
+    gpu_min_elements: int = Field(-1, ge=-1)
+    """On a CUDA device, requests with fewer tensor elements run on the CPU (a GPU round trip costs more than
+    it saves); -1 measures the crossover at start-up, 0 sends everything to the GPU."""
+
     max_message_mb: float = Field(64.0, gt=0, le=2047)
     """Largest request or reply message, in MiB (gRPC's own limit is 2 GiB)."""
 

@@ -263,10 +263,26 @@ class ListLossesRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ListLossesResponse(_message.Message):
-    __slots__ = ("losses",)
+    __slots__ = ("losses", "server")
     LOSSES_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
     losses: _containers.RepeatedCompositeFieldContainer[LossInfo]
-    def __init__(self, losses: _Optional[_Iterable[_Union[LossInfo, _Mapping]]] = ...) -> None: ...
+    server: ServerInfo
+    def __init__(self, losses: _Optional[_Iterable[_Union[LossInfo, _Mapping]]] = ..., server: _Optional[_Union[ServerInfo, _Mapping]] = ...) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("version", "device", "gpu_min_elements", "max_message_bytes", "shm_prefix")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    GPU_MIN_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHM_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    device: str
+    gpu_min_elements: int
+    max_message_bytes: int
+    shm_prefix: str
+    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., gpu_min_elements: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., shm_prefix: _Optional[str] = ...) -> None: ...
 
 class LossInfo(_message.Message):
     __slots__ = ("name", "aliases", "summary", "formula", "inputs", "params", "reductions", "default_reduction", "default_wrt", "notes", "presets")
