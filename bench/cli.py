@@ -8,7 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from lossd.bench import report
+from lossd.bench.gpu import run_gpu
 from lossd.bench.scenarios import run_cpu
 
 
@@ -18,17 +21,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
                         help="folder for results.json, sweep.png and table.md (default: bench-results)")
     parser.add_argument("--readme", type=Path, help="also write the table and picture into this README")
+    parser.add_argument("--gpu", action="store_true", help="add the heavy end-to-end scenarios on CUDA "
+                        "(CE 4096x32000, InfoNCE 8192x512, MSE 128M); needs a CUDA device")
+    parser.add_argument("--gpu-device", default="cuda:0", help=argparse.SUPPRESS)  # "cpu": smoke-test the code
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; exit 0 when every target holds, 1 otherwise."""
     args.out.mkdir(parents=True, exist_ok=True)
     host = report.machine()
+    if args.gpu and args.gpu_device.startswith("cuda") and not torch.cuda.is_available():
+        print("lossd bench --gpu needs a CUDA device; none is available here", file=sys.stderr)
+        return 2
     rows, sweep = run_cpu(args.quick)
+    gpu_rows = run_gpu(args.quick, args.gpu_device) if args.gpu else []
     table = report.markdown(rows, host)
+    if gpu_rows:
+        table += "\n" + report.markdown(gpu_rows, host, gpu=True)
     sys.stdout.write(table)
     (args.out / "table.md").write_text(table)
-    report.write_json(args.out / "results.json", rows, sweep, host)
+    report.write_json(args.out / "results.json", rows, sweep, host, gpu_rows)
     drawn = report.write_png(args.out / "sweep.png", sweep, host)
     if drawn:
         print(f"wrote {args.out / 'sweep.png'}")

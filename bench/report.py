@@ -43,8 +43,13 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.3g}" if value < 10 else f"{value:,.1f}"
 
 
-def markdown(rows: list[Row], host: dict[str, Any]) -> str:
-    """The table the README shows."""
+def markdown(rows: list[Row], host: dict[str, Any], gpu: bool = False) -> str:
+    """The table the README shows (``gpu``: the absolute-time table of the GPU scenarios)."""
+    if gpu:
+        lines = ["| GPU scenario (end to end) | lossd, ms | torch on the same device, ms | ratio |",
+                 "| --- | --- | --- | --- |"]
+        lines += [f"| {r.scenario} | {r.lossd:,.1f} | {r.floor:,.1f} | {r.ratio:.2f} |" for r in rows]
+        return "\n".join(lines) + f"\n\nOn {host['cuda']}, {host['date']}.\n"
     lines = [
         "| scenario | unit | lossd | echo: the ceiling (shm row: the gRPC path) | torch in-process: the floor "
         "| ratio | target | met |",

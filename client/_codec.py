@@ -6,6 +6,7 @@ through its own ``.numpy()``, so the client runs where torch is not installed.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ _NUMPY_TO_WIRE: dict[np.dtype[Any], int] = {
     np.dtype(np.uint8): pb.DTYPE_UINT8,
 }
 _WIRE_TO_NUMPY = {v: k for k, v in _NUMPY_TO_WIRE.items()}
+_NATIVE_IS_LITTLE = sys.byteorder == "little"
 
 
 def is_tensor_like(value: Any) -> bool:
@@ -39,6 +41,10 @@ def tensor_parts(value: Any) -> tuple[pb.Tensor, np.ndarray]:
 
     No copy is made when the array is already little-endian and contiguous.
     """
+    if type(value) is np.ndarray and _NATIVE_IS_LITTLE and value.dtype.isnative and value.flags.c_contiguous:
+        wire = _NUMPY_TO_WIRE.get(value.dtype)  # the common case, without conversions
+        if wire is not None:
+            return pb.Tensor(dtype=wire, shape=value.shape), value
     if _is_torch_tensor(value):
         t = value.detach().cpu().contiguous()
         if str(t.dtype) == "torch.bfloat16":

@@ -55,7 +55,6 @@ _LIST_DTYPES: dict[str, tuple[torch.dtype, ...]] = {
 }
 _LIST_SOURCE = {"float_val": torch.float32, "double_val": torch.float64, "int64_val": torch.int64,
                 "bool_val": torch.bool}
-_CONTENT_FIELDS = ("raw_data", *_LIST_DTYPES)
 _MAX_DIMS = 16
 
 
@@ -100,9 +99,10 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int, raw: memoryview
                 f"{where}.shape[{i}] is {d}; this server accepts at most {max_elements} elements per tensor",
                 [FieldViolation(f"{where}.shape[{i}]", f"{d} exceeds the limit of {max_elements} elements")],
             )
-    present = [name for name in _CONTENT_FIELDS if _has(msg, name) or (name == "raw_data" and raw)]
-    if msg.HasField("shm"):
-        present.append("shm")
+    data = raw if raw else msg.raw_data  # (reading raw_data copies it: read it once)
+    present = [name for name, found in (("raw_data", len(data)), ("float_val", len(msg.float_val)),
+                                        ("double_val", len(msg.double_val)), ("int64_val", len(msg.int64_val)),
+                                        ("bool_val", len(msg.bool_val)), ("shm", msg.HasField("shm"))) if found]
     if len(present) > 1:
         raise invalid(where, f"carries both {present[0]} and {present[1]}; send exactly one content field")
     if not present:
@@ -116,12 +116,8 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int, raw: memoryview
         view = access.read(msg.shm, f"{where}.shm", numel * _ITEMSIZE[dtype])
         return _from_raw(view, dtype, shape, numel, where)
     if content == "raw_data":
-        return _from_raw(raw if raw else msg.raw_data, dtype, shape, numel, where)
+        return _from_raw(data, dtype, shape, numel, where)
     return _from_list(getattr(msg, content), content, dtype, shape, numel, where)
-
-
-def _has(msg: pb.Tensor, name: str) -> bool:
-    return len(getattr(msg, name)) > 0
 
 
 def _from_raw(raw: bytes | memoryview, dtype: torch.dtype, shape: tuple[int, ...], numel: int,

@@ -91,6 +91,8 @@ class Detached:
 
 def serialize(message: Message, detached: Sequence[Detached] = ()) -> bytes:
     """``message`` serialized, then each detached tensor appended with its raw bytes copied once."""
+    if not detached:
+        return message.SerializeToString()
     parts: list[Any] = [message.SerializeToString()]
     for d in detached:
         view = memoryview(d.raw)
