@@ -164,6 +164,7 @@ SPECS = (
     ),
     LossSpec(
         name="bce_with_logits",
+        batchable=True,
         summary="Binary cross-entropy on logits (sigmoid + BCE in one stable step); multi-label ready.",
         formula="l_i = -w_i * (pw * t_i * log(sigmoid(x_i)) + (1 - t_i) * log(1 - sigmoid(x_i)))",
         fn=bce_with_logits,

@@ -23,7 +23,8 @@ class Result:
     gradients: dict[str, torch.Tensor]
 
 
-def _to_device(t: torch.Tensor, device: torch.device, integer_as_long: bool) -> torch.Tensor:
+def to_device(t: torch.Tensor, device: torch.device, integer_as_long: bool) -> torch.Tensor:
+    """``t`` on ``device``, halves as float32 and (with ``integer_as_long``) class indices as int64."""
     # Attribute checks first: a no-op .to() still costs a dispatch, which shows on small requests.
     if t.dtype in _UPCAST:
         t = t.to(_UPCAST[t.dtype])
@@ -74,7 +75,7 @@ def _evaluate(prepared: Prepared, device: torch.device) -> Result:
     spec = prepared.spec
     work: dict[str, torch.Tensor] = {}
     for name, tensor in prepared.tensors.items():
-        t = _to_device(tensor, device, integer_as_long=True)
+        t = to_device(tensor, device, integer_as_long=True)
         if name in prepared.wrt and spec.value_and_grad is None:
             # A fresh leaf even when .to() returned the caller's tensor: never mark their tensor.
             t = t.detach().requires_grad_(True)
@@ -83,27 +84,28 @@ def _evaluate(prepared: Prepared, device: torch.device) -> Result:
     if prepared.wrt and spec.value_and_grad is not None:
         upstream = None
         if prepared.grad_output is not None:
-            upstream = _to_device(prepared.grad_output, device, integer_as_long=False)
+            upstream = to_device(prepared.grad_output, device, integer_as_long=False)
         loss, closed = spec.value_and_grad(work, prepared.params, prepared.reduction, prepared.wrt, upstream)
-        grads = {role: _to_cpu(g, prepared.tensors[role].dtype) for role, g in closed.items()}
-        return Result(_to_cpu(loss, out_dtype), grads)
+        grads = {role: to_host(g, prepared.tensors[role].dtype) for role, g in closed.items()}
+        return Result(to_host(loss, out_dtype), grads)
     with torch.set_grad_enabled(bool(prepared.wrt)):
         loss = spec.fn(**work, **prepared.params, reduction=prepared.reduction)
     grads: dict[str, torch.Tensor] = {}
     if prepared.wrt:
         if prepared.grad_output is not None:
-            upstream = _to_device(prepared.grad_output, device, integer_as_long=False).to(loss.dtype)
+            upstream = to_device(prepared.grad_output, device, integer_as_long=False).to(loss.dtype)
         else:
             upstream = torch.ones_like(loss)
         leaves = [work[r] for r in prepared.wrt]
         found = torch.autograd.grad(loss, leaves, grad_outputs=upstream, allow_unused=True)
         for role, leaf, g in zip(prepared.wrt, leaves, found, strict=True):
             g = torch.zeros_like(leaf) if g is None else g
-            grads[role] = _to_cpu(g.detach(), prepared.tensors[role].dtype)
-    return Result(_to_cpu(loss.detach(), out_dtype), grads)
+            grads[role] = to_host(g.detach(), prepared.tensors[role].dtype)
+    return Result(to_host(loss.detach(), out_dtype), grads)
 
 
-def _to_cpu(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def to_host(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` on the CPU in ``dtype`` (from CUDA: into pinned memory, without blocking)."""
     if t.device.type == "cpu":
         return t if t.dtype == dtype else t.to(dtype)
     # Into pinned memory, without blocking: evaluate() synchronizes the stream once at the end.

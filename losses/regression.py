@@ -154,6 +154,7 @@ def log_cosh(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean")
 SPECS = (
     LossSpec(
         name="mse",
+        batchable=True,
         summary="Mean squared error (L2 loss): the average of squared differences.",
         formula="l_i = (input_i - target_i)^2",
         fn=mse,
@@ -168,6 +169,7 @@ SPECS = (
     ),
     LossSpec(
         name="mae",
+        batchable=True,
         summary="Mean absolute error (L1 loss): the average of absolute differences.",
         formula="l_i = |input_i - target_i|",
         fn=mae,
@@ -181,6 +183,7 @@ SPECS = (
     ),
     LossSpec(
         name="huber",
+        batchable=True,
         summary="Huber loss: quadratic for errors up to delta, linear beyond (robust to outliers).",
         formula="l_i = 0.5*e^2 if |e| <= delta else delta*(|e| - 0.5*delta), e = input_i - target_i",
         fn=huber,
@@ -197,6 +200,7 @@ SPECS = (
     ),
     LossSpec(
         name="smooth_l1",
+        batchable=True,
         summary="Smooth L1 loss: quadratic (scaled by 1/beta) below beta, L1 beyond; huber(delta=beta)/beta.",
         formula="l_i = 0.5*e^2/beta if |e| < beta else |e| - 0.5*beta, e = input_i - target_i",
         fn=smooth_l1,
@@ -213,6 +217,7 @@ SPECS = (
     ),
     LossSpec(
         name="log_cosh",
+        batchable=True,
         summary="Log-cosh loss: smooth everywhere, ~e^2/2 for small errors and ~|e| - log 2 for large ones.",
         formula="l_i = log(cosh(e)) = e + softplus(-2e) - log 2, e = input_i - target_i",
         fn=log_cosh,

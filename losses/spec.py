@@ -147,6 +147,9 @@ class LossSpec:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     param_resolver: ParamResolver | None = None
     value_and_grad: ValueAndGradFn | None = None
+    # Whether requests may be batched (lossd.losses.batching): the unreduced loss lines up with dim 0
+    # of input and target, and "mean" is its plain mean.
+    batchable: bool = False
     _roles_by_name: dict[str, Role] = field(init=False, repr=False, compare=False)
     _params_by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
 

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lossd.losses import REGISTRY, Registry
+from lossd.server.batching import Batcher
 from lossd.server.device import resolve_device
 from lossd.server.memory import retain_heap
 from lossd.server.metrics import MetricsEndpoint, ServerMetrics, lossd_version
@@ -70,9 +71,13 @@ class LossServer:
         ])
         self.placement = placement_for(self.device, s.gpu_min_elements)
         self.metrics.gpu_min_elements.set(self.placement.gpu_min_elements)
+        batching = s.batching == "on" or (s.batching == "auto" and self.device.type == "cuda")
+        batcher = Batcher(self._executor, s.batch_max, s.batch_delay_us / 1e6,
+                          self.metrics.batch_size.observe) if batching else None
         servicer = LossServicer(self.registry, self.placement, self.metrics, self._executor,
                                 max_elements=limit // _BYTES_PER_ELEMENT_FLOOR, inline_bytes=s.inline_bytes,
-                                shm=SharedMemoryAccess(s.shm_prefix), max_stream_bytes=s.max_stream_mb << 20)
+                                shm=SharedMemoryAccess(s.shm_prefix), max_stream_bytes=s.max_stream_mb << 20,
+                                batcher=batcher)
         _add_loss_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

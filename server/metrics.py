@@ -44,6 +44,8 @@ class ServerMetrics:
         self.in_flight = Gauge("lossd_requests_in_flight", "Calls being processed now.", ["method"], registry=r)
         self.compute = Histogram("lossd_compute_duration_seconds", "Time spent computing (after validation), "
                                  "by device.", ["device"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("lossd_batch_size", "Requests per dynamically batched launch.",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.gpu_min_elements = Gauge("lossd_gpu_min_elements", "Requests with fewer tensor elements run on the CPU "
                                       "(CUDA servers; 0 otherwise).", registry=r)
         self.build_info = Gauge("lossd_build_info", "Always 1; the labels describe this build.",

@@ -17,7 +17,9 @@ import grpc
 import torch
 
 from lossd.losses import LossSpec, Prepared, Registry, Result, evaluate, validate
+from lossd.losses.batching import batch_key
 from lossd.losses.errors import invalid
+from lossd.server.batching import Batcher
 from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, outgoing_tensor
 from lossd.server.describe import loss_info
 from lossd.server.errors import to_failure
@@ -41,7 +43,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
 
     def __init__(self, registry: Registry, placement: Placement, metrics: ServerMetrics, executor: Executor,
                  *, max_elements: int, inline_bytes: int, shm: SharedMemoryAccess | None = None,
-                 max_stream_bytes: int = 2 << 30) -> None:
+                 max_stream_bytes: int = 2 << 30, batcher: Batcher | None = None) -> None:
         self._registry = registry
         self._placement = placement
         self._server_info = pb.ServerInfo(
@@ -53,6 +55,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         self._inline_bytes = inline_bytes
         self._shm = shm or SharedMemoryAccess("")
         self._max_stream_bytes = max_stream_bytes
+        self._batcher = batcher
         self._chunk_bytes = min(CHUNK_BYTES, max(1, max_elements // 2))  # max_elements: the message limit
 
     async def Compute(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
@@ -109,7 +112,9 @@ class LossServicer(pb_grpc.LossServiceServicer):
         try:
             if request.error:
                 raise invalid("request", request.error)
-            if request.size <= self._inline_bytes:
+            if request.size <= self._inline_bytes and self._batcher is not None and method != "ListLosses":
+                response, elements = await self._do_batched(request, gradient=method == "Gradient")
+            elif request.size <= self._inline_bytes:
                 response, elements = work(request)
             else:
                 loop = asyncio.get_running_loop()
@@ -152,39 +157,63 @@ class LossServicer(pb_grpc.LossServiceServicer):
             raise invalid("loss", "empty; set it to a loss name or alias (ListLosses lists them)")
         return self._registry.resolve(name)
 
-    def _do_compute(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
+    def _prepare(self, parsed: wire.Parsed, gradient: bool) -> tuple[Prepared, dict[str, torch.Tensor]]:
+        """Decode and validate: everything that can be wrong with a request is found here."""
         request = parsed.message
         spec, preset = self._lookup(request.loss)
         tensors = self._decode_inputs(parsed)
-        prepared = validate(spec, tensors, decode_params(request.params), request.reduction, preset=preset)
-        self._check_output_keys(request, ("loss",))
-        result, device = self._evaluate(prepared, tensors)
-        detached: list[wire.Detached] = []
-        response = pb.ComputeResponse(
-            loss=self._reply_tensor(request, "loss", result.loss, _LOSS, None, detached),
-            loss_name=spec.name, reduction=prepared.reduction, device=str(device),
-        )
-        return wire.Outgoing(response, detached), sum(t.numel() for t in tensors.values())
-
-    def _do_gradient(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
-        request = parsed.message
-        spec, preset = self._lookup(request.loss)
-        tensors = self._decode_inputs(parsed)
+        params = decode_params(request.params)
+        if not gradient:
+            prepared = validate(spec, tensors, params, request.reduction, preset=preset)
+            self._check_output_keys(request, ("loss",))
+            return prepared, tensors
         grad_output = (decode_tensor(request.grad_output, "grad_output", self._max_elements,
                                      parsed.raw.get((_GRAD_OUTPUT, None)), self._shm)
                        if request.HasField("grad_output") else None)
-        prepared = validate(spec, tensors, decode_params(request.params), request.reduction,
-                            wrt=list(request.wrt), grad_output=grad_output, preset=preset)
+        prepared = validate(spec, tensors, params, request.reduction, wrt=list(request.wrt),
+                            grad_output=grad_output, preset=preset)
         self._check_output_keys(request, ("loss", *prepared.wrt))
-        result, device = self._evaluate(prepared, tensors)
+        return prepared, tensors
+
+    def _finish(self, parsed: wire.Parsed, prepared: Prepared, result: Result, device: torch.device,
+                elements: int) -> tuple[wire.Outgoing, int]:
+        """The reply: loss and gradients, sent, detached for zero-copy sending, or written to shared memory."""
+        request = parsed.message
         detached: list[wire.Detached] = []
-        response = pb.GradientResponse(
-            loss=self._reply_tensor(request, "loss", result.loss, _LOSS, None, detached),
-            gradients={role: self._reply_tensor(request, role, g, _GRADIENTS, role, detached)
-                       for role, g in result.gradients.items()},
-            loss_name=spec.name, reduction=prepared.reduction, device=str(device),
-        )
-        return wire.Outgoing(response, detached), sum(t.numel() for t in tensors.values())
+        loss = self._reply_tensor(request, "loss", result.loss, _LOSS, None, detached)
+        common = {"loss": loss, "loss_name": prepared.spec.name, "reduction": prepared.reduction,
+                  "device": str(device)}
+        if isinstance(request, pb.ComputeRequest):
+            return wire.Outgoing(pb.ComputeResponse(**common), detached), elements
+        gradients = {role: self._reply_tensor(request, role, g, _GRADIENTS, role, detached)
+                     for role, g in result.gradients.items()}
+        return wire.Outgoing(pb.GradientResponse(gradients=gradients, **common), detached), elements
+
+    def _do_compute(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
+        return self._do(parsed, gradient=False)
+
+    def _do_gradient(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
+        return self._do(parsed, gradient=True)
+
+    def _do(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
+        prepared, tensors = self._prepare(parsed, gradient)
+        result, device = self._evaluate(prepared, tensors)
+        return self._finish(parsed, prepared, result, device, sum(t.numel() for t in tensors.values()))
+
+    async def _do_batched(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
+        """A small request: validated here, then batched with its like when it can be, else computed inline."""
+        prepared, tensors = self._prepare(parsed, gradient)
+        elements = sum(t.numel() for t in tensors.values())
+        device = self._placement.device_for(elements)
+        key = batch_key(prepared, device) if self._batcher is not None else None
+        if key is None:
+            result, device = self._evaluate(prepared, tensors)
+        else:
+            assert self._batcher is not None
+            started = time.perf_counter()
+            result = await self._batcher.submit(key, prepared, device)
+            self._metrics.compute_seconds(str(device), time.perf_counter() - started)
+        return self._finish(parsed, prepared, result, device, elements)
 
     def _evaluate(self, prepared: Prepared, tensors: Mapping[str, torch.Tensor]) -> tuple[Result, torch.device]:
         device = self._placement.device_for(sum(t.numel() for t in tensors.values()))

@@ -57,6 +57,15 @@ class ServerSettings(BaseSettings):
     """Turns on the same-host shared-memory path for region names starting with this prefix (e.g. 'lossd-');
     empty (the default) turns it off."""
 
+    batching: str = "auto"
+    """Dynamic batching of concurrent small requests for the same loss: on, off, or auto (on for CUDA)."""
+
+    batch_max: int = Field(64, ge=1)
+    """Most requests in one batch."""
+
+    batch_delay_us: int = Field(200, ge=0)
+    """Longest a batchable request waits for companions, in microseconds."""
+
     workers: int = Field(1, ge=1, le=256)
     """Server processes sharing the port (SO_REUSEPORT); more than 1 spreads protobuf work over cores."""
 
@@ -71,6 +80,14 @@ class ServerSettings(BaseSettings):
         if v in ("auto", "cpu", "cuda") or (head == "cuda" and index.isdigit()):
             return v
         raise ValueError("expected auto, cpu, cuda or cuda:N")
+
+    @field_validator("batching")
+    @classmethod
+    def _batching_mode(cls, value: str) -> str:
+        v = value.lower()
+        if v not in ("auto", "on", "off"):
+            raise ValueError("expected auto, on or off")
+        return v
 
     @field_validator("log_level")
     @classmethod
