@@ -251,8 +251,11 @@ class LossClient:
 
     def _stream(self, kind: str, request: Any, detached: list[wire.Detached], timeout: float | None) -> wire.Parsed:
         """One call over ComputeStream/GradientStream (see lossd.client._stream)."""
-        return stream_call(lambda parts: self._call(next(self._streams[kind]), parts, timeout), kind, request,
-                           detached, self._chunk_bytes)
+        try:  # the reply is read lazily: its errors surface while iterating, not at the call
+            return stream_call(lambda parts: self._call(next(self._streams[kind]), parts, timeout), kind, request,
+                               detached, self._chunk_bytes)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:

@@ -21,6 +21,7 @@ from lossd.server.device import resolve_device
 from lossd.server.memory import retain_heap
 from lossd.server.metrics import MetricsEndpoint, ServerMetrics, lossd_version
 from lossd.server.placement import placement_for
+from lossd.server.security import TokenAuthInterceptor, load_token_digests, server_credentials
 from lossd.server.servicer import LossServicer
 from lossd.server.settings import ServerSettings
 from lossd.server.shm import SharedMemoryAccess
@@ -64,7 +65,11 @@ class LossServer:
         s = self.settings
         retain_heap(s.heap_reuse_mb * 1024 * 1024)
         limit = s.max_message_bytes
-        server = grpc.aio.server(options=[
+        interceptors = []
+        if s.auth_tokens_file is not None:
+            interceptors.append(TokenAuthInterceptor(load_token_digests(s.auth_tokens_file), s.auth_exempt_health,
+                                                     self.metrics.reject))
+        server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 1),  # lets --workers processes share the port
@@ -77,14 +82,19 @@ class LossServer:
         servicer = LossServicer(self.registry, self.placement, self.metrics, self._executor,
                                 max_elements=limit // _BYTES_PER_ELEMENT_FLOOR, inline_bytes=s.inline_bytes,
                                 shm=SharedMemoryAccess(s.shm_prefix), max_stream_bytes=s.max_stream_mb << 20,
-                                batcher=batcher)
+                                batcher=batcher, max_in_flight=s.max_in_flight,
+                                max_request_elements=s.max_request_elements, max_deadline_s=s.max_deadline_seconds)
         _add_loss_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server,
         )
-        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        address = f"{s.host}:{s.port}"
+        if s.tls_cert is not None and s.tls_key is not None:
+            self.port = server.add_secure_port(address, server_credentials(s.tls_cert, s.tls_key, s.tls_client_ca))
+        else:
+            self.port = server.add_insecure_port(address)
         await server.start()
         self._server = server
         if s.metrics_port:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,6 +30,14 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    "LOSSD_METRICS_PORT)")
     p.add_argument("--max-message-mb", type=float, help="largest message in MiB (default 64; LOSSD_MAX_MESSAGE_MB)")
     p.add_argument("--grace-seconds", type=float, help="shutdown grace for in-flight calls (default 10)")
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (LOSSD_TLS_CERT)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert (LOSSD_TLS_KEY)")
+    p.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (LOSSD_TLS_CLIENT_CA)")
+    p.add_argument("--auth-tokens-file", help="bearer tokens, one a line or sha256:<hex> (LOSSD_AUTH_TOKENS_FILE)")
+    p.add_argument("--auth-exempt-health", action="store_true", default=None,
+                   help="leave the health service open without a token")
+    p.add_argument("--max-in-flight", type=int, help="calls at once; beyond: RESOURCE_EXHAUSTED (0: no limit)")
+    p.add_argument("--max-deadline-seconds", type=float, help="longest computation before DEADLINE_EXCEEDED")
     p.add_argument("--shm-prefix", help="enable the same-host shared-memory path for region names with this "
                    "prefix, e.g. lossd- (default off; LOSSD_SHM_PREFIX)")
     p.add_argument("--workers", type=int, help="server processes sharing the port (default 1; LOSSD_WORKERS); "
@@ -39,7 +48,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 
 def _settings_from(args: argparse.Namespace) -> ServerSettings:
     fields = ("host", "port", "device", "metrics_host", "metrics_port", "max_message_mb", "grace_seconds",
-              "log_level", "workers", "shm_prefix")
+              "log_level", "workers", "shm_prefix", "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file",
+              "auth_exempt_health", "max_in_flight", "max_deadline_seconds")
     given = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
     return ServerSettings(**given)
 
@@ -73,10 +83,19 @@ def _cmd_losses(args: argparse.Namespace) -> int:
 
 
 def _cmd_health(args: argparse.Namespace) -> int:
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
     try:
-        with grpc.insecure_channel(args.address) as channel:
+        if args.tls_ca or args.tls_cert:
+            credentials = grpc.ssl_channel_credentials(read(args.tls_ca), read(args.tls_key), read(args.tls_cert))
+            channel = grpc.secure_channel(args.address, credentials)
+        else:
+            channel = grpc.insecure_channel(args.address)
+        with channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout, metadata=metadata)
     except grpc.RpcError as exc:
         print(f"lossd health: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
@@ -95,6 +114,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     hp.add_argument("--address", default=f"127.0.0.1:{DEFAULT_PORT}", help="host:port of the server")
     hp.add_argument("--service", default="", help="service name to check (default: the whole server)")
     hp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    hp.add_argument("--tls-ca", help="PEM CA to trust: check a TLS server")
+    hp.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
+    hp.add_argument("--tls-key", help="PEM key of --tls-cert")
+    hp.add_argument("--token", help="bearer token, when the server guards health too")
     hp.set_defaults(handler=_cmd_health)
 
 

@@ -21,10 +21,15 @@ from lossd.losses import InvalidRequestError, LossdError, ResourceLimitError, Un
 
 log = logging.getLogger("lossd.server")
 
+class ComputeDeadlineError(LossdError):
+    """The computation ran past the server's max_deadline_seconds."""
+
+
 _CODES: dict[type[LossdError], grpc.StatusCode] = {
     UnknownLossError: grpc.StatusCode.NOT_FOUND,
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     ResourceLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ComputeDeadlineError: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 @dataclass(frozen=True)

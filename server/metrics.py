@@ -44,6 +44,8 @@ class ServerMetrics:
         self.in_flight = Gauge("lossd_requests_in_flight", "Calls being processed now.", ["method"], registry=r)
         self.compute = Histogram("lossd_compute_duration_seconds", "Time spent computing (after validation), "
                                  "by device.", ["device"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.rejected = Counter("lossd_rejected", "Calls refused before any work, by reason.", ["reason"],
+                                registry=r)
         self.batch_size = Histogram("lossd_batch_size", "Requests per dynamically batched launch.",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.gpu_min_elements = Gauge("lossd_gpu_min_elements", "Requests with fewer tensor elements run on the CPU "
@@ -67,6 +69,10 @@ class ServerMetrics:
         children[1].observe(seconds)
         if code is grpc.StatusCode.OK:
             children[2].inc(elements)
+
+    def reject(self, reason: str) -> None:
+        """Count a call refused for ``reason`` (a fixed word: unauthenticated, busy, ...)."""
+        self.rejected.labels(reason).inc()
 
     def compute_seconds(self, device: str, seconds: float) -> None:
         """Record one computation on ``device``."""

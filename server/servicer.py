@@ -8,21 +8,31 @@ enough to compute on the event loop or is handed to the compute threads.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
 import grpc
 import torch
 
-from lossd.losses import LossSpec, Prepared, Registry, Result, evaluate, validate
+from lossd.losses import (
+    FieldViolation,
+    LossSpec,
+    Prepared,
+    Registry,
+    ResourceLimitError,
+    Result,
+    evaluate,
+    validate,
+)
 from lossd.losses.batching import batch_key
 from lossd.losses.errors import invalid
 from lossd.server.batching import Batcher
 from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, outgoing_tensor
 from lossd.server.describe import loss_info
-from lossd.server.errors import to_failure
+from lossd.server.errors import ComputeDeadlineError, to_failure
 from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics, lossd_version
 from lossd.server.placement import Placement
 from lossd.server.shm import SharedMemoryAccess
@@ -43,7 +53,8 @@ class LossServicer(pb_grpc.LossServiceServicer):
 
     def __init__(self, registry: Registry, placement: Placement, metrics: ServerMetrics, executor: Executor,
                  *, max_elements: int, inline_bytes: int, shm: SharedMemoryAccess | None = None,
-                 max_stream_bytes: int = 2 << 30, batcher: Batcher | None = None) -> None:
+                 max_stream_bytes: int = 2 << 30, batcher: Batcher | None = None, max_in_flight: int = 0,
+                 max_request_elements: int = 0, max_deadline_s: float = 0.0) -> None:
         self._registry = registry
         self._placement = placement
         self._server_info = pb.ServerInfo(
@@ -56,6 +67,10 @@ class LossServicer(pb_grpc.LossServiceServicer):
         self._shm = shm or SharedMemoryAccess("")
         self._max_stream_bytes = max_stream_bytes
         self._batcher = batcher
+        self._max_in_flight = max_in_flight
+        self._max_request_elements = max_request_elements
+        self._max_deadline_s = max_deadline_s or None
+        self._active = 0
         self._chunk_bytes = min(CHUNK_BYTES, max(1, max_elements // 2))  # max_elements: the message limit
 
     async def Compute(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
@@ -82,11 +97,13 @@ class LossServicer(pb_grpc.LossServiceServicer):
         label, code, elements = UNKNOWN_LOSS, grpc.StatusCode.OK, 0
         in_flight = self._metrics.in_flight_for(method)
         in_flight.inc()
+        self._active += 1
         try:
+            self._admit()
             parsed = await receive(parts, kind, self._max_stream_bytes)
             label = self._registry.canonical(parsed.message.loss) or UNKNOWN_LOSS
             loop = asyncio.get_running_loop()
-            outgoing, elements = await loop.run_in_executor(self._executor, work, parsed)
+            outgoing, elements = await self._bounded(loop.run_in_executor(self._executor, work, parsed))
             for part in reply_parts(outgoing, kind, self._chunk_bytes):
                 yield part
         except asyncio.CancelledError:
@@ -97,6 +114,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
             code = failure.code
             await context.abort(failure.code, failure.message, trailing_metadata=failure.trailing_metadata)
         finally:
+            self._active -= 1
             in_flight.dec()
             self._metrics.observe(method, label, code, time.perf_counter() - started, elements)
 
@@ -109,16 +127,18 @@ class LossServicer(pb_grpc.LossServiceServicer):
         elements = 0
         in_flight = self._metrics.in_flight_for(method)
         in_flight.inc()
+        self._active += 1
         try:
+            self._admit()
             if request.error:
                 raise invalid("request", request.error)
             if request.size <= self._inline_bytes and self._batcher is not None and method != "ListLosses":
-                response, elements = await self._do_batched(request, gradient=method == "Gradient")
+                response, elements = await self._bounded(self._do_batched(request, gradient=method == "Gradient"))
             elif request.size <= self._inline_bytes:
                 response, elements = work(request)
             else:
                 loop = asyncio.get_running_loop()
-                response, elements = await loop.run_in_executor(self._executor, work, request)
+                response, elements = await self._bounded(loop.run_in_executor(self._executor, work, request))
             return response
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -128,10 +148,35 @@ class LossServicer(pb_grpc.LossServiceServicer):
             code = failure.code
             await context.abort(failure.code, failure.message, trailing_metadata=failure.trailing_metadata)
         finally:
+            self._active -= 1
             in_flight.dec()
             self._metrics.observe(method, label, code, time.perf_counter() - started, elements)
 
+    def _admit(self) -> None:
+        """Shed load at once past max_in_flight, rather than queueing without bound."""
+        if self._max_in_flight and self._active > self._max_in_flight:
+            self._metrics.reject("busy")
+            raise ResourceLimitError(f"server busy: {self._max_in_flight} calls in flight; retry later")
+
+    async def _bounded(self, work: Awaitable[Any]) -> Any:
+        """``work``, cut off after max_deadline_seconds (its thread finishes, its answer is dropped)."""
+        if self._max_deadline_s is None:
+            return await work
+        try:
+            return await asyncio.wait_for(work, self._max_deadline_s)
+        except TimeoutError:
+            self._metrics.reject("deadline")
+            raise ComputeDeadlineError(f"the computation took longer than this server's limit of "
+                                       f"{self._max_deadline_s:g} s") from None
+
     def _decode_inputs(self, parsed: wire.Parsed) -> dict[str, torch.Tensor]:
+        if self._max_request_elements:
+            claimed = sum(math.prod(t.shape) for t in parsed.message.inputs.values())
+            if claimed > self._max_request_elements:
+                limit = self._max_request_elements
+                raise ResourceLimitError(
+                    f"the request claims {claimed} tensor elements; this server takes at most {limit}",
+                    [FieldViolation("inputs", f"{claimed} elements exceeds the limit of {limit}")])
         return {name: decode_tensor(msg, f"inputs[{name}]", self._max_elements, parsed.raw.get((_INPUTS, name)),
                                     self._shm)
                 for name, msg in parsed.message.inputs.items()}

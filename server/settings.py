@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 50051
@@ -69,6 +71,30 @@ class ServerSettings(BaseSettings):
     workers: int = Field(1, ge=1, le=256)
     """Server processes sharing the port (SO_REUSEPORT); more than 1 spreads protobuf work over cores."""
 
+    tls_cert: Path | None = None
+    """PEM certificate chain: serve TLS (with tls_key)."""
+
+    tls_key: Path | None = None
+    """PEM private key of tls_cert."""
+
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: require client certificates signed by it (mutual TLS)."""
+
+    auth_tokens_file: Path | None = None
+    """File of bearer tokens, one a line (or sha256:<hex> of one); calls without a valid one get UNAUTHENTICATED."""
+
+    auth_exempt_health: bool = False
+    """Leave the health service open without a token (for load balancers and probes)."""
+
+    max_in_flight: int = Field(0, ge=0)
+    """Calls processed at once; beyond it, RESOURCE_EXHAUSTED at once instead of an unbounded queue. 0: no limit."""
+
+    max_request_elements: int = Field(0, ge=0)
+    """Most tensor elements in one request, all tensors together; 0: only the message size limits it."""
+
+    max_deadline_seconds: float = Field(0, ge=0)
+    """Longest a call may compute before it is cut off with DEADLINE_EXCEEDED; 0: no limit."""
+
     log_level: str = "INFO"
     """Python logging level: DEBUG, INFO, WARNING, ERROR."""
 
@@ -96,6 +122,14 @@ class ServerSettings(BaseSettings):
         if v not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        return self
 
     @property
     def max_message_bytes(self) -> int:

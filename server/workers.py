@@ -22,6 +22,8 @@ from lossd.server.settings import ServerSettings
 log = logging.getLogger("lossd.server")
 
 _RESTART_DELAY_S = 1.0
+_STARTUP_S = 10.0
+_MAX_QUICK_FAILURES = 3
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -35,7 +37,10 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 def _worker_env(settings: ServerSettings, port: int, index: int) -> dict[str, str]:
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        env[f"LOSSD_{name.upper()}"] = str(value)
+        if value is None:
+            env.pop(f"LOSSD_{name.upper()}", None)
+        else:
+            env[f"LOSSD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     env["LOSSD_PORT"] = str(port)
     env["LOSSD_WORKERS"] = "1"
     # Each worker has its own registry of metrics, hence its own endpoint: metrics_port + index.
@@ -52,8 +57,11 @@ def run_workers(settings: ServerSettings) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     procs: dict[int, subprocess.Popen[bytes]] = {}
+    started_at: dict[int, float] = {}
+    quick_failures = 0
 
     def start(index: int) -> None:
+        started_at[index] = time.monotonic()
         procs[index] = subprocess.Popen([sys.executable, "-m", "lossd.server"], env=_worker_env(settings, port, index))
 
     for i in range(settings.workers):
@@ -62,6 +70,12 @@ def run_workers(settings: ServerSettings) -> int:
     while not stopping.wait(0.2):
         for i, proc in list(procs.items()):
             if proc.poll() is not None and not stopping.is_set():
+                # A worker that dies right after starting will do so again: give up rather than loop.
+                quick_failures = quick_failures + 1 if time.monotonic() - started_at[i] < _STARTUP_S else 0
+                if quick_failures >= _MAX_QUICK_FAILURES:
+                    log.error("workers keep exiting at start-up (last: %s); stopping", proc.returncode)
+                    stopping.set()
+                    break
                 log.warning("worker %d (pid %d) exited with %s; restarting it", i, proc.pid, proc.returncode)
                 time.sleep(_RESTART_DELAY_S)
                 start(i)

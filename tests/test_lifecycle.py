@@ -92,22 +92,25 @@ def test_invalid_setting_is_refused_with_exit_code_2() -> None:
     assert "device" in out.stderr and "cuda:N" in out.stderr
 
 
-def test_flags_override_environment() -> None:
-    """A flag beats the LOSSD_* variable of the same setting."""
-    from lossd.server.cli import _settings_from, main  # noqa: F401 - main proves the module imports
+def _parse_serve(*flags: str):  # type: ignore[no-untyped-def]
+    import argparse
 
-    os.environ["LOSSD_MAX_MESSAGE_MB"] = "8"
-    try:
-        import argparse
+    from lossd.server.cli import add_commands
 
-        args = argparse.Namespace(host=None, port=None, device=None, metrics_host=None, metrics_port=None, workers=None,
-                                  shm_prefix=None,
-                                  max_message_mb=16.0, grace_seconds=None, log_level=None)
-        assert _settings_from(args).max_message_mb == 16.0
-        args.max_message_mb = None
-        assert _settings_from(args).max_message_mb == 8.0
-    finally:
-        del os.environ["LOSSD_MAX_MESSAGE_MB"]
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["serve", *flags])
+
+
+def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flag beats the LOSSD_* variable of the same setting, which beats the default."""
+    from lossd.server.cli import _settings_from
+
+    monkeypatch.setenv("LOSSD_MAX_MESSAGE_MB", "8")
+    assert _settings_from(_parse_serve("--max-message-mb", "16")).max_message_mb == 16.0
+    assert _settings_from(_parse_serve()).max_message_mb == 8.0
+    monkeypatch.delenv("LOSSD_MAX_MESSAGE_MB")
+    assert _settings_from(_parse_serve()).max_message_mb == 64.0
 
 
 class _Gate:
