@@ -29,11 +29,13 @@ class FieldViolation:
 class LossError(Exception):
     """A call to lossd failed; ``code`` is the gRPC status code, ``violations`` the fields at fault."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, violations: tuple[FieldViolation, ...] = ()) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, violations: tuple[FieldViolation, ...] = (),
+                 request_id: str = "") -> None:
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
         self.violations = violations
+        self.request_id = request_id  # the server's id of the call, as in its logs
 
     @property
     def fields(self) -> list[str]:
@@ -88,4 +90,6 @@ def from_rpc_error(error: grpc.RpcError) -> LossError:
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 violations.extend(FieldViolation(v.field, v.description) for v in bad.field_violations)
-    return _BY_CODE.get(code, LossError)(code, message, tuple(violations))
+    trailing = dict(call.trailing_metadata() or ())
+    request_id = trailing.get("x-request-id", "")
+    return _BY_CODE.get(code, LossError)(code, message, tuple(violations), request_id)

@@ -83,7 +83,8 @@ class LossServer:
                                 max_elements=limit // _BYTES_PER_ELEMENT_FLOOR, inline_bytes=s.inline_bytes,
                                 shm=SharedMemoryAccess(s.shm_prefix), max_stream_bytes=s.max_stream_mb << 20,
                                 batcher=batcher, max_in_flight=s.max_in_flight,
-                                max_request_elements=s.max_request_elements, max_deadline_s=s.max_deadline_seconds)
+                                max_request_elements=s.max_request_elements, max_deadline_s=s.max_deadline_seconds,
+                                access_log=s.access_log)
         _add_loss_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from lossd.losses import REGISTRY
 from lossd.losses.table import markdown_table
 from lossd.server.app import serve
+from lossd.server.logs import configure as configure_logs
 from lossd.server.settings import DEFAULT_PORT, ServerSettings
 from lossd.server.workers import run_workers
 
@@ -43,13 +43,15 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--workers", type=int, help="server processes sharing the port (default 1; LOSSD_WORKERS); "
                    "worker i serves metrics on metrics-port + i")
     p.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR (default INFO; LOSSD_LOG_LEVEL)")
+    p.add_argument("--log-format", help="plain | json (default plain; LOSSD_LOG_FORMAT)")
+    p.add_argument("--access-log", action="store_true", default=None, help="log one line per call")
     p.set_defaults(handler=_cmd_serve)
 
 
 def _settings_from(args: argparse.Namespace) -> ServerSettings:
     fields = ("host", "port", "device", "metrics_host", "metrics_port", "max_message_mb", "grace_seconds",
               "log_level", "workers", "shm_prefix", "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file",
-              "auth_exempt_health", "max_in_flight", "max_deadline_seconds")
+              "auth_exempt_health", "max_in_flight", "max_deadline_seconds", "log_format", "access_log")
     given = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
     return ServerSettings(**given)
 
@@ -62,7 +64,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             where = ".".join(str(p) for p in err["loc"])
             print(f"lossd: invalid setting {where}: {err['msg']}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logs(settings.log_level, settings.log_format)
     if settings.workers > 1:
         return run_workers(settings)
     try:

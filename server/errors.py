@@ -49,7 +49,7 @@ def status_code_for(error: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def to_failure(error: BaseException) -> RpcFailure:
+def to_failure(error: BaseException, request_id: str = "") -> RpcFailure:
     """The answer for ``error``, with BadRequest field violations when it names fields."""
     code = status_code_for(error)
     if isinstance(error, LossdError):
@@ -64,7 +64,7 @@ def to_failure(error: BaseException) -> RpcFailure:
             packed.Pack(bad)
             details.append(packed)
     else:
-        log.error("internal error while serving a call", exc_info=error)
+        log.error("internal error while serving a call", exc_info=error, extra={"request_id": request_id})
         message = "internal error; the server logged the details"
         details = []
     status = rpc_status.to_status(status_pb2.Status(code=getattr(code_pb2, code.name), message=message,

@@ -8,6 +8,7 @@ enough to compute on the event loop or is handed to the compute threads.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -33,6 +34,7 @@ from lossd.server.batching import Batcher
 from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, outgoing_tensor
 from lossd.server.describe import loss_info
 from lossd.server.errors import ComputeDeadlineError, to_failure
+from lossd.server.logs import REQUEST_ID, request_id_of
 from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics, lossd_version
 from lossd.server.placement import Placement
 from lossd.server.shm import SharedMemoryAccess
@@ -41,6 +43,7 @@ from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 from lossd.v1 import wire
 
+log = logging.getLogger("lossd.server")
 # Field numbers of the tensors the wire codec may keep out of the protobuf runtime.
 _INPUTS = pb.ComputeRequest.DESCRIPTOR.fields_by_name["inputs"].number
 _GRAD_OUTPUT = pb.GradientRequest.DESCRIPTOR.fields_by_name["grad_output"].number
@@ -54,7 +57,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
     def __init__(self, registry: Registry, placement: Placement, metrics: ServerMetrics, executor: Executor,
                  *, max_elements: int, inline_bytes: int, shm: SharedMemoryAccess | None = None,
                  max_stream_bytes: int = 2 << 30, batcher: Batcher | None = None, max_in_flight: int = 0,
-                 max_request_elements: int = 0, max_deadline_s: float = 0.0) -> None:
+                 max_request_elements: int = 0, max_deadline_s: float = 0.0, access_log: bool = False) -> None:
         self._registry = registry
         self._placement = placement
         self._server_info = pb.ServerInfo(
@@ -71,6 +74,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         self._max_request_elements = max_request_elements
         self._max_deadline_s = max_deadline_s or None
         self._active = 0
+        self._access_log = access_log
         self._chunk_bytes = min(CHUNK_BYTES, max(1, max_elements // 2))  # max_elements: the message limit
 
     async def Compute(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
@@ -98,6 +102,8 @@ class LossServicer(pb_grpc.LossServiceServicer):
         in_flight = self._metrics.in_flight_for(method)
         in_flight.inc()
         self._active += 1
+        request_id = request_id_of(context)
+        context.set_trailing_metadata(((REQUEST_ID, request_id),))
         try:
             self._admit()
             parsed = await receive(parts, kind, self._max_stream_bytes)
@@ -110,13 +116,14 @@ class LossServicer(pb_grpc.LossServiceServicer):
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
-            failure = to_failure(exc)
+            failure = to_failure(exc, request_id)
             code = failure.code
-            await context.abort(failure.code, failure.message, trailing_metadata=failure.trailing_metadata)
+            await context.abort(failure.code, failure.message,
+                                trailing_metadata=(*failure.trailing_metadata, (REQUEST_ID, request_id)))
         finally:
             self._active -= 1
             in_flight.dec()
-            self._metrics.observe(method, label, code, time.perf_counter() - started, elements)
+            self._finished(method, label, code, started, elements, request_id)
 
     async def _serve(self, method: str, loss_name: str | None, request: wire.Parsed,
                      context: grpc.aio.ServicerContext,
@@ -128,6 +135,8 @@ class LossServicer(pb_grpc.LossServiceServicer):
         in_flight = self._metrics.in_flight_for(method)
         in_flight.inc()
         self._active += 1
+        request_id = request_id_of(context)
+        context.set_trailing_metadata(((REQUEST_ID, request_id),))
         try:
             self._admit()
             if request.error:
@@ -144,13 +153,22 @@ class LossServicer(pb_grpc.LossServiceServicer):
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
-            failure = to_failure(exc)
+            failure = to_failure(exc, request_id)
             code = failure.code
-            await context.abort(failure.code, failure.message, trailing_metadata=failure.trailing_metadata)
+            await context.abort(failure.code, failure.message,
+                                trailing_metadata=(*failure.trailing_metadata, (REQUEST_ID, request_id)))
         finally:
             self._active -= 1
             in_flight.dec()
-            self._metrics.observe(method, label, code, time.perf_counter() - started, elements)
+            self._finished(method, label, code, started, elements, request_id)
+
+    def _finished(self, method: str, loss: str, code: grpc.StatusCode, started: float, elements: int,
+                  request_id: str) -> None:
+        seconds = time.perf_counter() - started
+        self._metrics.observe(method, loss, code, seconds, elements)
+        if self._access_log:
+            log.info("call", extra={"request_id": request_id, "method": method, "loss": loss, "code": code.name,
+                                    "duration_ms": round(seconds * 1e3, 3), "elements": elements})
 
     def _admit(self) -> None:
         """Shed load at once past max_in_flight, rather than queueing without bound."""

@@ -95,6 +95,12 @@ class ServerSettings(BaseSettings):
     max_deadline_seconds: float = Field(0, ge=0)
     """Longest a call may compute before it is cut off with DEADLINE_EXCEEDED; 0: no limit."""
 
+    log_format: str = "plain"
+    """Log lines as plain text or one JSON object each: plain, json."""
+
+    access_log: bool = False
+    """Log one line per call: method, loss, code, duration, elements, request id."""
+
     log_level: str = "INFO"
     """Python logging level: DEBUG, INFO, WARNING, ERROR."""
 
@@ -114,6 +120,13 @@ class ServerSettings(BaseSettings):
         if v not in ("auto", "on", "off"):
             raise ValueError("expected auto, on or off")
         return v
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value not in ("plain", "json"):
+            raise ValueError("expected plain or json")
+        return value
 
     @field_validator("log_level")
     @classmethod
