@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -16,12 +17,17 @@ from lossd.losses import REGISTRY
 from lossd.losses.table import markdown_table
 from lossd.server.app import serve
 from lossd.server.logs import configure as configure_logs
-from lossd.server.settings import DEFAULT_PORT, ServerSettings
+from lossd.server.settings import DEFAULT_PORT, ServerSettings, load_settings
 from lossd.server.workers import run_workers
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("serve", help="run the gRPC server (flags override LOSSD_* environment variables)")
+    _add_settings_flags(sub.add_parser("serve", help="run the gRPC server (flags override LOSSD_* environment "
+                                       "variables)"), _cmd_serve)
+    _add_settings_flags(sub.add_parser("config", help="show the effective settings and their sources"), _cmd_config)
+
+
+def _add_settings_flags(p: argparse.ArgumentParser, handler: Any) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1; LOSSD_HOST)")
     p.add_argument("--port", type=int, help=f"gRPC port (default {DEFAULT_PORT}; 0 = any free; LOSSD_PORT)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto; LOSSD_DEVICE)")
@@ -45,24 +51,25 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR (default INFO; LOSSD_LOG_LEVEL)")
     p.add_argument("--log-format", help="plain | json (default plain; LOSSD_LOG_FORMAT)")
     p.add_argument("--access-log", action="store_true", default=None, help="log one line per call")
-    p.set_defaults(handler=_cmd_serve)
+    p.add_argument("--config", help="TOML settings file (LOSSD_CONFIG); flags > environment > file > defaults")
+    p.set_defaults(handler=handler)
 
 
 def _settings_from(args: argparse.Namespace) -> ServerSettings:
+    return _settings_and_sources(args)[0]
+
+
+def _settings_and_sources(args: argparse.Namespace) -> tuple[ServerSettings, dict[str, str]]:
     fields = ("host", "port", "device", "metrics_host", "metrics_port", "max_message_mb", "grace_seconds",
               "log_level", "workers", "shm_prefix", "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file",
               "auth_exempt_health", "max_in_flight", "max_deadline_seconds", "log_format", "access_log")
-    given = {f: getattr(args, f) for f in fields if getattr(args, f) is not None}
-    return ServerSettings(**given)
+    given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    return load_settings(given, Path(args.config) if getattr(args, "config", None) else None)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        settings = _settings_from(args)
-    except ValidationError as exc:
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            print(f"lossd: invalid setting {where}: {err['msg']}", file=sys.stderr)
+    settings = _checked_settings(args)
+    if settings is None:
         return 2
     configure_logs(settings.log_level, settings.log_format)
     if settings.workers > 1:
@@ -72,6 +79,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. a CUDA device this host does not have
         print(f"lossd: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _checked_settings(args: argparse.Namespace) -> ServerSettings | None:
+    """The settings, or None after printing why they are invalid."""
+    try:
+        return _settings_from(args)
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            print(f"lossd: invalid setting {where}: {err['msg']}", file=sys.stderr)
+    except (OSError, ValueError) as exc:  # an unreadable or malformed config file
+        print(f"lossd: {exc}", file=sys.stderr)
+    return None
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective settings and where each came from."""
+    if _checked_settings(args) is None:
+        return 2
+    settings, sources = _settings_and_sources(args)
+    for name, value in settings.model_dump().items():
+        shown = "***" if any(word in name for word in ("secret", "password")) else value
+        print(f"{name} = {shown!r}  # {sources[name]}")
     return 0
 
 

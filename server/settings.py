@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -148,3 +152,38 @@ class ServerSettings(BaseSettings):
     def max_message_bytes(self) -> int:
         """``max_message_mb`` in bytes."""
         return int(self.max_message_mb * 1024 * 1024)
+
+
+SOURCES = ("flag", "env", "file", "default")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    table = data.get("lossd", data)  # keys at the top, or under [lossd]
+    unknown = sorted(set(table) - set(ServerSettings.model_fields))
+    if unknown:
+        known = ", ".join(ServerSettings.model_fields)
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {known}")
+    return dict(table)
+
+
+def load_settings(flags: Mapping[str, Any], config: Path | None = None) -> tuple[ServerSettings, dict[str, str]]:
+    """The settings, flags over LOSSD_* environment over the TOML file over defaults, and each one's source.
+
+    ``config`` defaults to the LOSSD_CONFIG environment variable; unknown keys in the file are an error.
+    """
+    path = config or (Path(os.environ["LOSSD_CONFIG"]) if os.environ.get("LOSSD_CONFIG") else None)
+    from_file = _read_toml(path) if path else {}
+    environment = {key.upper() for key in os.environ}
+    from_env = {name for name in ServerSettings.model_fields if f"LOSSD_{name.upper()}" in environment}
+    chosen = {k: v for k, v in from_file.items() if k not in from_env}
+    chosen.update(flags)
+    settings = ServerSettings(**chosen)
+    sources = {name: "flag" if name in flags else "env" if name in from_env else "file" if name in from_file
+               else "default" for name in ServerSettings.model_fields}
+    return settings, sources
