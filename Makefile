@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 PROTO_FILES := protos/lossd/v1/loss_service.proto
 PROTOC = $(BIN)/python -m grpc_tools.protoc -Iprotos
 
-.PHONY: install serve test lint protos check-protos readme bench gpu-check clean
+.PHONY: install test-deps serve test lint protos check-protos readme bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,14 @@ $(VENV)/.installed: pyproject.toml
 serve: install
 	$(BIN)/lossd serve
 
-test: install check-protos lint
+test: install test-deps check-protos lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's prometheus, for the test that scrapes lossd with a real Prometheus (skipped where it cannot be had).
+test-deps:
+	@command -v prometheus >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	   prometheus) >/dev/null 2>&1; } || echo "prometheus unavailable: its test will be skipped"
 
 lint: install
 	$(BIN)/ruff check .

@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 import torch
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 
 UNKNOWN_LOSS = "unknown"
 
@@ -44,6 +44,14 @@ class ServerMetrics:
         self.in_flight = Gauge("lossd_requests_in_flight", "Calls being processed now.", ["method"], registry=r)
         self.compute = Histogram("lossd_compute_duration_seconds", "Time spent computing (after validation), "
                                  "by device.", ["device"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.tensor_bytes = Counter("lossd_tensor_bytes", "Bytes of calls: received (in) and of tensors answered "
+                                    "(out).", ["method", "direction"], registry=r)
+        self.queue = Histogram("lossd_queue_duration_seconds", "Time from receiving a call to starting its "
+                               "computation (waiting for a thread or a batch).", ["method"],
+                               buckets=_LATENCY_BUCKETS, registry=r)
+        self.device_memory = Gauge("lossd_device_memory_bytes", "CUDA memory held by tensors: in use now, and the "
+                                   "peak since start.", ["device", "kind"], registry=r)
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
         self.rejected = Counter("lossd_rejected", "Calls refused before any work, by reason.", ["reason"],
                                 registry=r)
         self.batch_size = Histogram("lossd_batch_size", "Requests per dynamically batched launch.",
@@ -69,6 +77,17 @@ class ServerMetrics:
         children[1].observe(seconds)
         if code is grpc.StatusCode.OK:
             children[2].inc(elements)
+
+    def traffic(self, method: str, bytes_in: int, bytes_out: int) -> None:
+        """Count a call's bytes."""
+        self.tensor_bytes.labels(method, "in").inc(bytes_in)
+        self.tensor_bytes.labels(method, "out").inc(bytes_out)
+
+    def device_memory_now(self, device: torch.device) -> None:
+        """Record CUDA memory after a computation on ``device`` (nothing for the CPU)."""
+        if device.type == "cuda":
+            self.device_memory.labels(str(device), "in_use").set(torch.cuda.memory_allocated(device))
+            self.device_memory.labels(str(device), "peak").set(torch.cuda.max_memory_allocated(device))
 
     def reject(self, reason: str) -> None:
         """Count a call refused for ``reason`` (a fixed word: unauthenticated, busy, ...)."""

@@ -141,13 +141,15 @@ class LossServicer(pb_grpc.LossServiceServicer):
             self._admit()
             if request.error:
                 raise invalid("request", request.error)
+            timed = self._queued(method, started, work)
             if request.size <= self._inline_bytes and self._batcher is not None and method != "ListLosses":
                 response, elements = await self._bounded(self._do_batched(request, gradient=method == "Gradient"))
             elif request.size <= self._inline_bytes:
-                response, elements = work(request)
+                response, elements = timed(request)
             else:
                 loop = asyncio.get_running_loop()
-                response, elements = await self._bounded(loop.run_in_executor(self._executor, work, request))
+                response, elements = await self._bounded(loop.run_in_executor(self._executor, timed, request))
+            self._metrics.traffic(method, request.size, _reply_bytes(response))
             return response
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -169,6 +171,13 @@ class LossServicer(pb_grpc.LossServiceServicer):
         if self._access_log:
             log.info("call", extra={"request_id": request_id, "method": method, "loss": loss, "code": code.name,
                                     "duration_ms": round(seconds * 1e3, 3), "elements": elements})
+
+    def _queued(self, method: str, received: float, work: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``work``, recording how long the call waited before it started."""
+        def run(request: Any) -> Any:
+            self._metrics.queue.labels(method).observe(time.perf_counter() - received)
+            return work(request)
+        return run
 
     def _admit(self) -> None:
         """Shed load at once past max_in_flight, rather than queueing without bound."""
@@ -283,6 +292,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         started = time.perf_counter()
         result = evaluate(prepared, device)
         self._metrics.compute_seconds(str(device), time.perf_counter() - started)
+        self._metrics.device_memory_now(device)
         return result, device
 
     def _do_list(self, parsed: wire.Parsed) -> tuple[pb.ListLossesResponse, int]:
@@ -290,3 +300,9 @@ class LossServicer(pb_grpc.LossServiceServicer):
         specs = [self._registry.get(request.name)] if request.name else list(self._registry)
         return pb.ListLossesResponse(losses=[loss_info(s) for s in specs], server=self._server_info), 0
 
+
+def _reply_bytes(response: Any) -> int:
+    """Tensor bytes of a reply, detached ones included (no serialization)."""
+    if isinstance(response, wire.Outgoing):
+        return response.message.ByteSize() + sum(memoryview(d.raw).nbytes for d in response.detached)
+    return int(response.ByteSize())
