@@ -10,6 +10,8 @@ COPY protos protos
 COPY losses losses
 COPY server server
 COPY client client
+COPY bench bench
+COPY cli cli
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM ${BASE_IMAGE}

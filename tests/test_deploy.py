@@ -1,0 +1,53 @@
+"""The deployment files agree with the server: ports, probes, grace periods."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lossd.server.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+ROOT = DEPLOY.parent
+
+
+def test_kubernetes_grace_outlasts_the_servers_own() -> None:
+    """terminationGracePeriodSeconds exceeds LOSSD_GRACE_SECONDS, so in-flight calls can finish."""
+    text = (DEPLOY / "k8s" / "deployment.yaml").read_text()
+    pod_grace = int(re.search(r"terminationGracePeriodSeconds: (\d+)", text).group(1))  # type: ignore[union-attr]
+    server_grace = int(re.search(r'LOSSD_GRACE_SECONDS, value: "(\d+)"', text).group(1))  # type: ignore[union-attr]
+    assert pod_grace > server_grace
+
+
+def test_kubernetes_probes_use_the_grpc_health_service_on_the_served_port() -> None:
+    """Readiness and liveness are gRPC health checks on the gRPC port."""
+    text = (DEPLOY / "k8s" / "deployment.yaml").read_text()
+    assert text.count(f"grpc: {{port: {DEFAULT_PORT}}}") == 2
+    assert f"containerPort: {DEFAULT_METRICS_PORT}" in text
+
+
+def test_service_is_headless_for_client_side_balancing() -> None:
+    """The Service has no cluster IP, so DNS lists every pod for round_robin clients."""
+    assert "clusterIP: None" in (DEPLOY / "k8s" / "service.yaml").read_text()
+
+
+def test_dockerfile_health_check_and_ports_match_the_defaults() -> None:
+    """The image exposes the default ports and checks health with `lossd health`."""
+    text = (ROOT / "Dockerfile").read_text()
+    assert f"EXPOSE {DEFAULT_PORT} {DEFAULT_METRICS_PORT}" in text
+    assert "lossd health" in text and "USER lossd" in text
+
+
+def test_prometheus_scrapes_the_metrics_port() -> None:
+    """The scrape config targets the default metrics port."""
+    assert f"port: {DEFAULT_METRICS_PORT}" in (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+
+
+def test_dockerfile_copies_every_package_folder() -> None:
+    """Each folder pyproject maps into the lossd namespace is copied into the build stage."""
+    import tomllib
+
+    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    folders = {path.split("/")[0] for path in mapping.values()}
+    text = (ROOT / "Dockerfile").read_text()
+    assert sorted(f for f in folders if f"COPY {f} {f}" not in text) == []
