@@ -9,33 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
 import grpc
-import torch
 
 from lossd.losses import (
-    FieldViolation,
-    LossSpec,
-    Prepared,
     Registry,
     ResourceLimitError,
-    Result,
-    evaluate,
-    validate,
 )
-from lossd.losses.batching import batch_key
 from lossd.losses.errors import invalid
 from lossd.server.batching import Batcher
-from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, outgoing_tensor
 from lossd.server.describe import loss_info
 from lossd.server.errors import ComputeDeadlineError, to_failure
 from lossd.server.logs import REQUEST_ID, request_id_of
 from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics, lossd_version
+from lossd.server.pipeline import Pipeline
 from lossd.server.placement import Placement
 from lossd.server.shm import SharedMemoryAccess
 from lossd.server.streaming import CHUNK_BYTES, receive, reply_parts
@@ -59,39 +50,44 @@ class LossServicer(pb_grpc.LossServiceServicer):
                  max_stream_bytes: int = 2 << 30, batcher: Batcher | None = None, max_in_flight: int = 0,
                  max_request_elements: int = 0, max_deadline_s: float = 0.0, access_log: bool = False) -> None:
         self._registry = registry
-        self._placement = placement
+        self._pipeline = Pipeline(registry, placement, metrics, max_elements=max_elements,
+                                  shm=shm or SharedMemoryAccess(""), batcher=batcher,
+                                  max_request_elements=max_request_elements)
         self._server_info = pb.ServerInfo(
             version=lossd_version(), device=str(placement.device), gpu_min_elements=placement.gpu_min_elements,
             max_message_bytes=max_elements, shm_prefix=shm.prefix if shm else "")
         self._metrics = metrics
         self._executor = executor
-        self._max_elements = max_elements
         self._inline_bytes = inline_bytes
-        self._shm = shm or SharedMemoryAccess("")
         self._max_stream_bytes = max_stream_bytes
-        self._batcher = batcher
+        self._batching = batcher is not None
         self._max_in_flight = max_in_flight
-        self._max_request_elements = max_request_elements
         self._max_deadline_s = max_deadline_s or None
         self._active = 0
         self._access_log = access_log
         self._chunk_bytes = min(CHUNK_BYTES, max(1, max_elements // 2))  # max_elements: the message limit
 
     async def Compute(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
-        return await self._serve("Compute", request.message.loss, request, context, self._do_compute)
+        return await self._serve("Compute", request.message.loss, request, context, self._compute)
 
     async def Gradient(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
-        return await self._serve("Gradient", request.message.loss, request, context, self._do_gradient)
+        return await self._serve("Gradient", request.message.loss, request, context, self._gradient)
+
+    def _compute(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
+        return self._pipeline.do(parsed, gradient=False)
+
+    def _gradient(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
+        return self._pipeline.do(parsed, gradient=True)
 
     async def ListLosses(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> pb.ListLossesResponse:
         return await self._serve("ListLosses", request.message.name or None, request, context, self._do_list)
 
     async def ComputeStream(self, parts: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async for part in self._serve_stream("ComputeStream", parts, context, "compute", self._do_compute):
+        async for part in self._serve_stream("ComputeStream", parts, context, "compute", self._compute):
             yield part
 
     async def GradientStream(self, parts: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async for part in self._serve_stream("GradientStream", parts, context, "gradient", self._do_gradient):
+        async for part in self._serve_stream("GradientStream", parts, context, "gradient", self._gradient):
             yield part
 
     async def _serve_stream(self, method: str, parts: AsyncIterator[Any], context: grpc.aio.ServicerContext,
@@ -142,8 +138,9 @@ class LossServicer(pb_grpc.LossServiceServicer):
             if request.error:
                 raise invalid("request", request.error)
             timed = self._queued(method, started, work)
-            if request.size <= self._inline_bytes and self._batcher is not None and method != "ListLosses":
-                response, elements = await self._bounded(self._do_batched(request, gradient=method == "Gradient"))
+            if request.size <= self._inline_bytes and self._batching and method != "ListLosses":
+                batched = self._pipeline.do_batched(request, gradient=method == "Gradient")
+                response, elements = await self._bounded(batched)
             elif request.size <= self._inline_bytes:
                 response, elements = timed(request)
             else:
@@ -195,105 +192,6 @@ class LossServicer(pb_grpc.LossServiceServicer):
             self._metrics.reject("deadline")
             raise ComputeDeadlineError(f"the computation took longer than this server's limit of "
                                        f"{self._max_deadline_s:g} s") from None
-
-    def _decode_inputs(self, parsed: wire.Parsed) -> dict[str, torch.Tensor]:
-        if self._max_request_elements:
-            claimed = sum(math.prod(t.shape) for t in parsed.message.inputs.values())
-            if claimed > self._max_request_elements:
-                limit = self._max_request_elements
-                raise ResourceLimitError(
-                    f"the request claims {claimed} tensor elements; this server takes at most {limit}",
-                    [FieldViolation("inputs", f"{claimed} elements exceeds the limit of {limit}")])
-        return {name: decode_tensor(msg, f"inputs[{name}]", self._max_elements, parsed.raw.get((_INPUTS, name)),
-                                    self._shm)
-                for name, msg in parsed.message.inputs.items()}
-
-    def _reply_tensor(self, request: Any, key: str, tensor: torch.Tensor, field: int, map_key: str | None,
-                      detached: list[wire.Detached]) -> pb.Tensor:
-        """The reply's tensor: written to the request's shared-memory region for ``key``, or sent."""
-        if key in request.output_shm:
-            region = request.output_shm[key]
-            self._shm.write(region, f"output_shm[{key}]", tensor)
-            return pb.Tensor(dtype=TORCH_TO_WIRE[tensor.dtype], shape=list(tensor.shape), shm=region)
-        return outgoing_tensor(tensor, request.response_encoding, field, map_key, detached)
-
-    @staticmethod
-    def _check_output_keys(request: Any, allowed: tuple[str, ...]) -> None:
-        for key in request.output_shm:
-            if key not in allowed:
-                raise invalid(f"output_shm[{key}]", f"not an output of this call; expected one of: "
-                              f"{', '.join(allowed)}")
-
-    def _lookup(self, name: str) -> tuple[LossSpec, Mapping[str, Any]]:
-        if not name:
-            raise invalid("loss", "empty; set it to a loss name or alias (ListLosses lists them)")
-        return self._registry.resolve(name)
-
-    def _prepare(self, parsed: wire.Parsed, gradient: bool) -> tuple[Prepared, dict[str, torch.Tensor]]:
-        """Decode and validate: everything that can be wrong with a request is found here."""
-        request = parsed.message
-        spec, preset = self._lookup(request.loss)
-        tensors = self._decode_inputs(parsed)
-        params = decode_params(request.params)
-        if not gradient:
-            prepared = validate(spec, tensors, params, request.reduction, preset=preset)
-            self._check_output_keys(request, ("loss",))
-            return prepared, tensors
-        grad_output = (decode_tensor(request.grad_output, "grad_output", self._max_elements,
-                                     parsed.raw.get((_GRAD_OUTPUT, None)), self._shm)
-                       if request.HasField("grad_output") else None)
-        prepared = validate(spec, tensors, params, request.reduction, wrt=list(request.wrt),
-                            grad_output=grad_output, preset=preset)
-        self._check_output_keys(request, ("loss", *prepared.wrt))
-        return prepared, tensors
-
-    def _finish(self, parsed: wire.Parsed, prepared: Prepared, result: Result, device: torch.device,
-                elements: int) -> tuple[wire.Outgoing, int]:
-        """The reply: loss and gradients, sent, detached for zero-copy sending, or written to shared memory."""
-        request = parsed.message
-        detached: list[wire.Detached] = []
-        loss = self._reply_tensor(request, "loss", result.loss, _LOSS, None, detached)
-        common = {"loss": loss, "loss_name": prepared.spec.name, "reduction": prepared.reduction,
-                  "device": str(device)}
-        if isinstance(request, pb.ComputeRequest):
-            return wire.Outgoing(pb.ComputeResponse(**common), detached), elements
-        gradients = {role: self._reply_tensor(request, role, g, _GRADIENTS, role, detached)
-                     for role, g in result.gradients.items()}
-        return wire.Outgoing(pb.GradientResponse(gradients=gradients, **common), detached), elements
-
-    def _do_compute(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
-        return self._do(parsed, gradient=False)
-
-    def _do_gradient(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
-        return self._do(parsed, gradient=True)
-
-    def _do(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
-        prepared, tensors = self._prepare(parsed, gradient)
-        result, device = self._evaluate(prepared, tensors)
-        return self._finish(parsed, prepared, result, device, sum(t.numel() for t in tensors.values()))
-
-    async def _do_batched(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
-        """A small request: validated here, then batched with its like when it can be, else computed inline."""
-        prepared, tensors = self._prepare(parsed, gradient)
-        elements = sum(t.numel() for t in tensors.values())
-        device = self._placement.device_for(elements)
-        key = batch_key(prepared, device) if self._batcher is not None else None
-        if key is None:
-            result, device = self._evaluate(prepared, tensors)
-        else:
-            assert self._batcher is not None
-            started = time.perf_counter()
-            result = await self._batcher.submit(key, prepared, device)
-            self._metrics.compute_seconds(str(device), time.perf_counter() - started)
-        return self._finish(parsed, prepared, result, device, elements)
-
-    def _evaluate(self, prepared: Prepared, tensors: Mapping[str, torch.Tensor]) -> tuple[Result, torch.device]:
-        device = self._placement.device_for(sum(t.numel() for t in tensors.values()))
-        started = time.perf_counter()
-        result = evaluate(prepared, device)
-        self._metrics.compute_seconds(str(device), time.perf_counter() - started)
-        self._metrics.device_memory_now(device)
-        return result, device
 
     def _do_list(self, parsed: wire.Parsed) -> tuple[pb.ListLossesResponse, int]:
         request = parsed.message

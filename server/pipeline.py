@@ -1,0 +1,147 @@
+"""One request's way through the server, without gRPC: decode, validate, place, evaluate (or batch), reply.
+
+The servicer (lossd.server.servicer) wraps this in RPC plumbing: metrics, limits, errors, threads.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from lossd.losses import (
+    FieldViolation,
+    LossSpec,
+    Prepared,
+    Registry,
+    ResourceLimitError,
+    Result,
+    evaluate,
+    validate,
+)
+from lossd.losses.batching import batch_key
+from lossd.losses.errors import invalid
+from lossd.server.batching import Batcher
+from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, outgoing_tensor
+from lossd.server.metrics import ServerMetrics
+from lossd.server.placement import Placement
+from lossd.server.shm import SharedMemoryAccess
+from lossd.v1 import loss_service_pb2 as pb
+from lossd.v1 import wire
+
+# Field numbers of the tensors the wire codec may keep out of the protobuf runtime.
+_INPUTS = pb.ComputeRequest.DESCRIPTOR.fields_by_name["inputs"].number
+_GRAD_OUTPUT = pb.GradientRequest.DESCRIPTOR.fields_by_name["grad_output"].number
+_LOSS = pb.ComputeResponse.DESCRIPTOR.fields_by_name["loss"].number
+_GRADIENTS = pb.GradientResponse.DESCRIPTOR.fields_by_name["gradients"].number
+
+
+class Pipeline:
+    """Turns parsed Compute/Gradient requests into replies."""
+
+    def __init__(self, registry: Registry, placement: Placement, metrics: ServerMetrics, *, max_elements: int,
+                 shm: SharedMemoryAccess, batcher: Batcher | None, max_request_elements: int) -> None:
+        self._registry = registry
+        self._placement = placement
+        self._metrics = metrics
+        self._max_elements = max_elements
+        self._shm = shm
+        self._batcher = batcher
+        self._max_request_elements = max_request_elements
+
+    def _decode_inputs(self, parsed: wire.Parsed) -> dict[str, torch.Tensor]:
+        if self._max_request_elements:
+            claimed = sum(math.prod(t.shape) for t in parsed.message.inputs.values())
+            if claimed > self._max_request_elements:
+                limit = self._max_request_elements
+                raise ResourceLimitError(
+                    f"the request claims {claimed} tensor elements; this server takes at most {limit}",
+                    [FieldViolation("inputs", f"{claimed} elements exceeds the limit of {limit}")])
+        return {name: decode_tensor(msg, f"inputs[{name}]", self._max_elements, parsed.raw.get((_INPUTS, name)),
+                                    self._shm)
+                for name, msg in parsed.message.inputs.items()}
+
+    def _reply_tensor(self, request: Any, key: str, tensor: torch.Tensor, field: int, map_key: str | None,
+                      detached: list[wire.Detached]) -> pb.Tensor:
+        """The reply's tensor: written to the request's shared-memory region for ``key``, or sent."""
+        if key in request.output_shm:
+            region = request.output_shm[key]
+            self._shm.write(region, f"output_shm[{key}]", tensor)
+            return pb.Tensor(dtype=TORCH_TO_WIRE[tensor.dtype], shape=list(tensor.shape), shm=region)
+        return outgoing_tensor(tensor, request.response_encoding, field, map_key, detached)
+
+    @staticmethod
+    def _check_output_keys(request: Any, allowed: tuple[str, ...]) -> None:
+        for key in request.output_shm:
+            if key not in allowed:
+                raise invalid(f"output_shm[{key}]", f"not an output of this call; expected one of: "
+                              f"{', '.join(allowed)}")
+
+    def _lookup(self, name: str) -> tuple[LossSpec, Mapping[str, Any]]:
+        if not name:
+            raise invalid("loss", "empty; set it to a loss name or alias (ListLosses lists them)")
+        return self._registry.resolve(name)
+
+    def _prepare(self, parsed: wire.Parsed, gradient: bool) -> tuple[Prepared, dict[str, torch.Tensor]]:
+        """Decode and validate: everything that can be wrong with a request is found here."""
+        request = parsed.message
+        spec, preset = self._lookup(request.loss)
+        tensors = self._decode_inputs(parsed)
+        params = decode_params(request.params)
+        if not gradient:
+            prepared = validate(spec, tensors, params, request.reduction, preset=preset)
+            self._check_output_keys(request, ("loss",))
+            return prepared, tensors
+        grad_output = (decode_tensor(request.grad_output, "grad_output", self._max_elements,
+                                     parsed.raw.get((_GRAD_OUTPUT, None)), self._shm)
+                       if request.HasField("grad_output") else None)
+        prepared = validate(spec, tensors, params, request.reduction, wrt=list(request.wrt),
+                            grad_output=grad_output, preset=preset)
+        self._check_output_keys(request, ("loss", *prepared.wrt))
+        return prepared, tensors
+
+    def _finish(self, parsed: wire.Parsed, prepared: Prepared, result: Result, device: torch.device,
+                elements: int) -> tuple[wire.Outgoing, int]:
+        """The reply: loss and gradients, sent, detached for zero-copy sending, or written to shared memory."""
+        request = parsed.message
+        detached: list[wire.Detached] = []
+        loss = self._reply_tensor(request, "loss", result.loss, _LOSS, None, detached)
+        common = {"loss": loss, "loss_name": prepared.spec.name, "reduction": prepared.reduction,
+                  "device": str(device)}
+        if isinstance(request, pb.ComputeRequest):
+            return wire.Outgoing(pb.ComputeResponse(**common), detached), elements
+        gradients = {role: self._reply_tensor(request, role, g, _GRADIENTS, role, detached)
+                     for role, g in result.gradients.items()}
+        return wire.Outgoing(pb.GradientResponse(gradients=gradients, **common), detached), elements
+
+    def do(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
+        """A Compute (``gradient`` False) or Gradient request's reply and its tensor element count."""
+        prepared, tensors = self._prepare(parsed, gradient)
+        result, device = self._evaluate(prepared, tensors)
+        return self._finish(parsed, prepared, result, device, sum(t.numel() for t in tensors.values()))
+
+    async def do_batched(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
+        """A small request: validated here, then batched with its like when it can be, else computed inline."""
+        prepared, tensors = self._prepare(parsed, gradient)
+        elements = sum(t.numel() for t in tensors.values())
+        device = self._placement.device_for(elements)
+        key = batch_key(prepared, device) if self._batcher is not None else None
+        if key is None:
+            result, device = self._evaluate(prepared, tensors)
+        else:
+            assert self._batcher is not None
+            started = time.perf_counter()
+            result = await self._batcher.submit(key, prepared, device)
+            self._metrics.compute_seconds(str(device), time.perf_counter() - started)
+        return self._finish(parsed, prepared, result, device, elements)
+
+    def _evaluate(self, prepared: Prepared, tensors: Mapping[str, torch.Tensor]) -> tuple[Result, torch.device]:
+        device = self._placement.device_for(sum(t.numel() for t in tensors.values()))
+        started = time.perf_counter()
+        result = evaluate(prepared, device)
+        self._metrics.compute_seconds(str(device), time.perf_counter() - started)
+        self._metrics.device_memory_now(device)
+        return result, device
