@@ -1,8 +1,8 @@
-"""The ``lossd.v1.LossService`` implementation: decode → validate → evaluate → encode.
+"""The ``lossd.v1.LossService`` implementation: the RPC plumbing around lossd.server.pipeline.
 
-Each RPC is a thin wrapper around a synchronous ``_do_*`` function; ``_serve`` is the one place that
-counts calls, times them, turns exceptions into statuses and decides whether a request is small
-enough to compute on the event loop or is handed to the compute threads.
+``_serve`` (and ``_serve_stream`` for the streaming RPCs) is the one place that counts calls, times
+them, applies the limits, turns exceptions into statuses, tags each call with its request id, and
+decides whether a request is computed on the event loop, batched, or handed to the compute threads.
 """
 
 from __future__ import annotations
