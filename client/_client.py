@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -39,7 +40,7 @@ class LossClient:
 
     def __init__(
         self,
-        target: str = "localhost:50051",
+        target: str | Sequence[str] = "localhost:50051",
         *,
         timeout: float | None = 30.0,
         tls: bool = False,
@@ -55,7 +56,9 @@ class LossClient:
         shm_prefix: str = "lossd-",
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        """Open a channel to ``target`` (``host:port``).
+        """Open a channel to ``target``: ``host:port``, a ``dns:///name:port`` that lists several servers, or a
+        list of ``host:port`` targets; several servers are balanced call by call with gRPC's round_robin, and a
+        call that finds its server gone (UNAVAILABLE) is retried on another (losses are pure functions).
 
         ``timeout`` is the default per-call deadline in seconds (None: wait forever). TLS is used when
         ``tls`` is true or any certificate is given (``root_certificates`` to trust a private CA,
@@ -72,8 +75,10 @@ class LossClient:
         if channels < 1:
             raise ValueError("channels must be >= 1")
         limit = int(max_message_mb * 1024 * 1024)
+        if not isinstance(target, str):
+            target = _target_list(target)
         channel_options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-                           *options]
+                           ("grpc.service_config", _SERVICE_CONFIG), *options]
         if credentials is None and (tls or root_certificates or client_certificate or client_key):
             credentials = grpc.ssl_channel_credentials(root_certificates, client_key, client_certificate)
         if channels > 1:
@@ -263,6 +268,26 @@ class LossClient:
                           metadata=self._metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
+
+
+# round_robin spreads calls over every address a target resolves to; UNAVAILABLE is retried, with backoff,
+# because a loss is a pure function: computing it twice is harmless.
+_SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": "lossd.v1.LossService"}],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+})
+
+
+def _target_list(targets: Sequence[str]) -> str:
+    """Several ``host:port`` targets as one gRPC target (the ipv4:/ipv6: schemes take comma lists)."""
+    if not targets:
+        raise ValueError("target: give at least one host:port")
+    scheme = "ipv6" if any(t.startswith("[") for t in targets) else "ipv4"
+    return f"{scheme}:{','.join(targets)}"
 
 
 def _payload(detached: list[wire.Detached]) -> int:

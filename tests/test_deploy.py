@@ -51,3 +51,47 @@ def test_dockerfile_copies_every_package_folder() -> None:
     folders = {path.split("/")[0] for path in mapping.values()}
     text = (ROOT / "Dockerfile").read_text()
     assert sorted(f for f in folders if f"COPY {f} {f}" not in text) == []
+
+
+def _yaml(path: Path) -> list[dict]:
+    import yaml
+
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def test_compose_wires_lossd_prometheus_and_grafana_together() -> None:
+    """Compose: the mounted files exist; Prometheus's config and Grafana's provisioning match their mounts."""
+    compose = _yaml(ROOT / "docker-compose.yml")[0]["services"]
+    assert {"lossd", "prometheus", "grafana"} <= set(compose)
+    assert compose["lossd"]["deploy"]["replicas"] >= 2
+    for service in ("prometheus", "grafana"):
+        for volume in compose[service]["volumes"]:
+            source = volume.split(":")[0]
+            assert (ROOT / source).exists(), volume
+    prometheus = _yaml(DEPLOY / "prometheus" / "prometheus.yml")[0]
+    sd = prometheus["scrape_configs"][0]["dns_sd_configs"][0]
+    assert sd["names"] == ["lossd"] and sd["port"] == DEFAULT_METRICS_PORT
+    provider = _yaml(DEPLOY / "grafana" / "provisioning" / "dashboards" / "lossd.yml")[0]["providers"][0]
+    mounts = dict(v.split(":")[1::-1] for v in compose["grafana"]["volumes"])  # target -> source
+    assert mounts[provider["options"]["path"]] == "./deploy/grafana/dashboards"
+    datasource = _yaml(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")[0]["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090"
+
+
+def test_kubernetes_manifests_refer_to_each_other() -> None:
+    """Service, HPA and PDB select the Deployment's pods; probes and ports use its named container ports."""
+    deployment = _yaml(DEPLOY / "k8s" / "deployment.yaml")[0]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": DEFAULT_PORT, "metrics": DEFAULT_METRICS_PORT}
+    assert container["readinessProbe"]["grpc"]["port"] == ports["grpc"]
+    assert container["livenessProbe"]["grpc"]["port"] == ports["grpc"]
+    assert "nvidia.com/gpu" in container["resources"]["limits"]
+    service = _yaml(DEPLOY / "k8s" / "service.yaml")[0]
+    assert service["spec"]["selector"] == labels
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(ports)
+    hpa = _yaml(DEPLOY / "k8s" / "hpa.yaml")[0]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    pdb = _yaml(DEPLOY / "k8s" / "pdb.yaml")[0]
+    assert pdb["spec"]["selector"]["matchLabels"] == labels

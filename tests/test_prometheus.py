@@ -68,6 +68,10 @@ def test_prometheus_scrapes_lossd_requests_total(server, client: LossClient, tmp
                     break
             time.sleep(0.5)
         assert seen >= 5
+        for name in ("lossd_request_duration_seconds_bucket", "lossd_elements_total", "lossd_tensor_bytes_total",
+                     "lossd_queue_duration_seconds_count", "lossd_compute_duration_seconds_count",
+                     "lossd_requests_in_flight", "lossd_build_info", "process_resident_memory_bytes"):
+            assert _query(port, name), f"{name} not in Prometheus"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
