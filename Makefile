@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 PROTO_FILES := protos/lossd/v1/loss_service.proto
 PROTOC = $(BIN)/python -m grpc_tools.protoc -Iprotos
 
-.PHONY: install test-deps serve test fuzz lint protos check-protos readme bench gpu-check clean
+.PHONY: install test-deps serve test fuzz soak lint protos check-protos readme bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ test: install test-deps check-protos lint
 # The fuzz tests with many more, random examples (CI runs a fixed, smaller set).
 fuzz: install
 	LOSSD_FUZZ_EXAMPLES=$${LOSSD_FUZZ_EXAMPLES:-5000} LOSSD_FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/test_fuzz.py -q
+
+# 64 concurrent clients for 60 s against a fresh server (the test suite runs a shorter one).
+soak: install
+	$(BIN)/lossd soak --seconds 60 --clients 64
 
 # Debian's prometheus, for the test that scrapes lossd with a real Prometheus (skipped where it cannot be had).
 test-deps:

@@ -16,9 +16,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_cli.add_commands(sub)
     bench = sub.add_parser("bench", help="measure lossd against the gRPC ceiling and torch in-process")
     from lossd.bench.cli import add_arguments, run  # the benchmark pulls in the client: load it here only
+    from lossd.bench.soak import main as soak_main
 
     add_arguments(bench)
     bench.set_defaults(handler=run)
+    soak = sub.add_parser("soak", help="many concurrent clients for a while; reports errors, latency, RSS, fds")
+    soak.add_argument("--seconds", type=float, default=60.0)
+    soak.add_argument("--clients", type=int, default=64)
+    soak.set_defaults(handler=lambda a: soak_main(["--seconds", str(a.seconds), "--clients", str(a.clients)]))
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
