@@ -271,13 +271,14 @@ class LossClient:
 
 
 # round_robin spreads calls over every address a target resolves to; UNAVAILABLE is retried, with backoff,
-# because a loss is a pure function: computing it twice is harmless.
+# because a loss is a pure function: computing it twice is harmless. So is CANCELLED as the server sends it
+# for calls it had not started when it began shutting down (a cancel by this client is never retried).
 _SERVICE_CONFIG = json.dumps({
     "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [{
         "name": [{"service": "lossd.v1.LossService"}],
         "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s",
-                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]},
     }],
 })
 

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
@@ -30,6 +31,7 @@ from lossd.v1 import wire
 
 log = logging.getLogger("lossd.server")
 
+_LINGER_S = 0.5
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LossService"].full_name
 # Elements per tensor are bounded by what fits in one message; the smallest dtype is one byte.
 _BYTES_PER_ELEMENT_FLOOR = 1
@@ -84,7 +86,8 @@ class LossServer:
                                 shm=SharedMemoryAccess(s.shm_prefix), max_stream_bytes=s.max_stream_mb << 20,
                                 batcher=batcher, max_in_flight=s.max_in_flight,
                                 max_request_elements=s.max_request_elements, max_deadline_s=s.max_deadline_seconds,
-                                access_log=s.access_log)
+                                access_log=s.access_log, max_request_memory_bytes=s.max_request_memory_mb << 20)
+        self._servicer = servicer
         _add_loss_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -121,9 +124,17 @@ class LossServer:
         if self._server is None:
             return
         grace = self.settings.grace_seconds if grace is None else grace
+        log.info("lossd stopping: health NOT_SERVING, finishing in-flight calls (grace %.1fs)", grace)
         await self._health.enter_graceful_shutdown()
-        log.info("lossd stopping: finishing in-flight calls (grace %.1fs)", grace)
-        await self._server.stop(grace)
+        # Drain first, with the server still taking calls: new ones are refused with UNAVAILABLE (clients
+        # retry elsewhere) instead of hanging unanswered in gRPC's core until the grace period runs out.
+        self._servicer.begin_drain()
+        deadline = time.monotonic() + grace
+        while self._servicer.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        # Keep refusing a moment longer: calls already on the wire get UNAVAILABLE rather than CANCELLED.
+        await asyncio.sleep(max(0.0, min(_LINGER_S, deadline - time.monotonic())))
+        await self._server.stop(0)
         self._server = None
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.close()

@@ -25,11 +25,16 @@ class ComputeDeadlineError(LossdError):
     """The computation ran past the server's max_deadline_seconds."""
 
 
+class ShuttingDownError(LossdError):
+    """The server is draining before it stops: the call should go to another server (retry)."""
+
+
 _CODES: dict[type[LossdError], grpc.StatusCode] = {
     UnknownLossError: grpc.StatusCode.NOT_FOUND,
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     ResourceLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ComputeDeadlineError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
 }
 
 @dataclass(frozen=True)

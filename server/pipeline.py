@@ -43,7 +43,8 @@ class Pipeline:
     """Turns parsed Compute/Gradient requests into replies."""
 
     def __init__(self, registry: Registry, placement: Placement, metrics: ServerMetrics, *, max_elements: int,
-                 shm: SharedMemoryAccess, batcher: Batcher | None, max_request_elements: int) -> None:
+                 shm: SharedMemoryAccess, batcher: Batcher | None, max_request_elements: int,
+                 max_request_bytes: int = 0) -> None:
         self._registry = registry
         self._placement = placement
         self._metrics = metrics
@@ -51,6 +52,7 @@ class Pipeline:
         self._shm = shm
         self._batcher = batcher
         self._max_request_elements = max_request_elements
+        self._max_request_bytes = max_request_bytes
 
     def _decode_inputs(self, parsed: wire.Parsed) -> dict[str, torch.Tensor]:
         if self._max_request_elements:
@@ -138,10 +140,29 @@ class Pipeline:
             self._metrics.compute_seconds(str(device), time.perf_counter() - started)
         return self._finish(parsed, prepared, result, device, elements)
 
+    def _check_memory(self, prepared: Prepared, device: torch.device) -> None:
+        """Refuse a request whose working memory (about 4x its tensors: inputs, intermediates, gradients,
+        reply) would pass the per-request cap, before allocating any of it."""
+        if not self._max_request_bytes:
+            return
+        estimate = 4 * sum(t.numel() * max(t.element_size(), 4) for t in prepared.tensors.values())
+        if estimate > self._max_request_bytes:
+            self._metrics.reject("memory_cap")
+            raise ResourceLimitError(
+                f"this request needs about {estimate >> 20} MiB of working memory; the limit per request is "
+                f"{self._max_request_bytes >> 20} MiB", [FieldViolation("inputs", "too large for the memory cap")])
+
     def _evaluate(self, prepared: Prepared, tensors: Mapping[str, torch.Tensor]) -> tuple[Result, torch.device]:
         device = self._placement.device_for(sum(t.numel() for t in tensors.values()))
         started = time.perf_counter()
-        result = evaluate(prepared, device)
+        self._check_memory(prepared, device)
+        try:
+            result = evaluate(prepared, device)
+        except (torch.OutOfMemoryError, MemoryError):
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # hand the failed request's blocks back before the next one
+            self._metrics.reject("out_of_memory")
+            raise ResourceLimitError(f"out of memory on {device} for this request; send a smaller batch") from None
         self._metrics.compute_seconds(str(device), time.perf_counter() - started)
         self._metrics.device_memory_now(device)
         return result, device

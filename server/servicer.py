@@ -23,7 +23,7 @@ from lossd.losses import (
 from lossd.losses.errors import invalid
 from lossd.server.batching import Batcher
 from lossd.server.describe import loss_info
-from lossd.server.errors import ComputeDeadlineError, to_failure
+from lossd.server.errors import ComputeDeadlineError, ShuttingDownError, to_failure
 from lossd.server.logs import REQUEST_ID, request_id_of
 from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics, lossd_version
 from lossd.server.pipeline import Pipeline
@@ -48,11 +48,13 @@ class LossServicer(pb_grpc.LossServiceServicer):
     def __init__(self, registry: Registry, placement: Placement, metrics: ServerMetrics, executor: Executor,
                  *, max_elements: int, inline_bytes: int, shm: SharedMemoryAccess | None = None,
                  max_stream_bytes: int = 2 << 30, batcher: Batcher | None = None, max_in_flight: int = 0,
-                 max_request_elements: int = 0, max_deadline_s: float = 0.0, access_log: bool = False) -> None:
+                 max_request_elements: int = 0, max_deadline_s: float = 0.0, access_log: bool = False,
+                 max_request_memory_bytes: int = 0) -> None:
         self._registry = registry
         self._pipeline = Pipeline(registry, placement, metrics, max_elements=max_elements,
                                   shm=shm or SharedMemoryAccess(""), batcher=batcher,
-                                  max_request_elements=max_request_elements)
+                                  max_request_elements=max_request_elements,
+                                  max_request_bytes=max_request_memory_bytes)
         self._server_info = pb.ServerInfo(
             version=lossd_version(), device=str(placement.device), gpu_min_elements=placement.gpu_min_elements,
             max_message_bytes=max_elements, shm_prefix=shm.prefix if shm else "")
@@ -64,6 +66,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         self._max_in_flight = max_in_flight
         self._max_deadline_s = max_deadline_s or None
         self._active = 0
+        self._draining = False
         self._access_log = access_log
         self._chunk_bytes = min(CHUNK_BYTES, max(1, max_elements // 2))  # max_elements: the message limit
 
@@ -137,7 +140,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
             self._admit()
             if request.error:
                 raise invalid("request", request.error)
-            timed = self._queued(method, started, work)
+            timed = self._queued(method, started, work, context)
             if request.size <= self._inline_bytes and self._batching and method != "ListLosses":
                 batched = self._pipeline.do_batched(request, gradient=method == "Gradient")
                 response, elements = await self._bounded(batched)
@@ -169,15 +172,35 @@ class LossServicer(pb_grpc.LossServiceServicer):
             log.info("call", extra={"request_id": request_id, "method": method, "loss": loss, "code": code.name,
                                     "duration_ms": round(seconds * 1e3, 3), "elements": elements})
 
-    def _queued(self, method: str, received: float, work: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """``work``, recording how long the call waited before it started."""
+    def _queued(self, method: str, received: float, work: Callable[[Any], Any],
+                context: grpc.aio.ServicerContext) -> Callable[[Any], Any]:
+        """``work``, recording how long the call waited, and dropped if its deadline passed while it waited."""
+        remaining = context.time_remaining()
+        expires = None if remaining is None else time.perf_counter() + remaining
+
         def run(request: Any) -> Any:
-            self._metrics.queue.labels(method).observe(time.perf_counter() - received)
+            now = time.perf_counter()
+            self._metrics.queue.labels(method).observe(now - received)
+            if expires is not None and now >= expires:
+                self._metrics.reject("expired")  # the caller has given up: computing would be wasted
+                raise ComputeDeadlineError("the call's deadline passed before its turn came; nothing was computed")
             return work(request)
         return run
 
+    @property
+    def active(self) -> int:
+        """Calls being served now."""
+        return self._active
+
+    def begin_drain(self) -> None:
+        """From now on refuse new calls (UNAVAILABLE, so clients retry elsewhere); running ones finish."""
+        self._draining = True
+
     def _admit(self) -> None:
-        """Shed load at once past max_in_flight, rather than queueing without bound."""
+        """Shed load at once past max_in_flight, rather than queueing without bound; refuse all while draining."""
+        if self._draining:
+            self._metrics.reject("shutting_down")
+            raise ShuttingDownError("the server is shutting down; retry on another server")
         if self._max_in_flight and self._active > self._max_in_flight:
             self._metrics.reject("busy")
             raise ResourceLimitError(f"server busy: {self._max_in_flight} calls in flight; retry later")

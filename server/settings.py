@@ -96,6 +96,10 @@ class ServerSettings(BaseSettings):
     max_request_elements: int = Field(0, ge=0)
     """Most tensor elements in one request, all tensors together; 0: only the message size limits it."""
 
+    max_request_memory_mb: int = Field(0, ge=0)
+    """Working memory one request may need (estimated as 4x its tensors); beyond it, RESOURCE_EXHAUSTED
+    before anything is allocated. 0: no cap."""
+
     max_deadline_seconds: float = Field(0, ge=0)
     """Longest a call may compute before it is cut off with DEADLINE_EXCEEDED; 0: no limit."""
 
