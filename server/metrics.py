@@ -65,6 +65,8 @@ class ServerMetrics:
         self._children: dict[tuple[str, str, grpc.StatusCode], tuple[Any, Any, Any]] = {}
         self._in_flight_children: dict[str, Any] = {}
         self._compute_children: dict[str, Any] = {}
+        self._traffic_children: dict[str, tuple[Any, Any]] = {}
+        self._queue_children: dict[str, Any] = {}
 
     def observe(self, method: str, loss: str, code: grpc.StatusCode, seconds: float, elements: int) -> None:
         """Record one answered call."""
@@ -80,8 +82,19 @@ class ServerMetrics:
 
     def traffic(self, method: str, bytes_in: int, bytes_out: int) -> None:
         """Count a call's bytes."""
-        self.tensor_bytes.labels(method, "in").inc(bytes_in)
-        self.tensor_bytes.labels(method, "out").inc(bytes_out)
+        pair = self._traffic_children.get(method)
+        if pair is None:
+            pair = self._traffic_children[method] = (self.tensor_bytes.labels(method, "in"),
+                                                     self.tensor_bytes.labels(method, "out"))
+        pair[0].inc(bytes_in)
+        pair[1].inc(bytes_out)
+
+    def queued(self, method: str, seconds: float) -> None:
+        """Record how long a call waited for a thread or a batch."""
+        child = self._queue_children.get(method)
+        if child is None:
+            child = self._queue_children[method] = self.queue.labels(method)
+        child.observe(seconds)
 
     def device_memory_now(self, device: torch.device) -> None:
         """Record CUDA memory after a computation on ``device`` (nothing for the CPU)."""

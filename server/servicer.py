@@ -140,13 +140,13 @@ class LossServicer(pb_grpc.LossServiceServicer):
             self._admit()
             if request.error:
                 raise invalid("request", request.error)
-            timed = self._queued(method, started, work, context)
             if request.size <= self._inline_bytes and self._batching and method != "ListLosses":
                 batched = self._pipeline.do_batched(request, gradient=method == "Gradient")
                 response, elements = await self._bounded(batched)
             elif request.size <= self._inline_bytes:
-                response, elements = timed(request)
+                response, elements = work(request)  # runs now: nothing to wait for, nothing to time out in a queue
             else:
+                timed = self._queued(method, started, work, context)
                 loop = asyncio.get_running_loop()
                 response, elements = await self._bounded(loop.run_in_executor(self._executor, timed, request))
             self._metrics.traffic(method, request.size, _reply_bytes(response))
@@ -180,7 +180,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
 
         def run(request: Any) -> Any:
             now = time.perf_counter()
-            self._metrics.queue.labels(method).observe(now - received)
+            self._metrics.queued(method, now - received)
             if expires is not None and now >= expires:
                 self._metrics.reject("expired")  # the caller has given up: computing would be wasted
                 raise ComputeDeadlineError("the call's deadline passed before its turn came; nothing was computed")
