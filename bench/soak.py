@@ -123,8 +123,9 @@ def _soak(server: ServerProcess, arrays: dict[int, tuple[np.ndarray, np.ndarray]
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
-    # Warm-up: the first fifth of the run (allocator pools, threads, caches), then the baseline.
-    time.sleep(max(1.0, seconds / 5))
+    # Warm-up: the first 40% of the run (allocator pools, threads, caches, and the most large requests
+    # in flight at once, which set the heap's high-water mark), then the baseline.
+    time.sleep(max(1.0, seconds * 0.4))
     rss_warm, fds_warm = server.rss_bytes(), _fds(server.pid)
     for t in threads:
         t.join(timeout=seconds + 120)

@@ -42,6 +42,7 @@ def test_prometheus_scrapes_lossd_requests_total(server, client: LossClient, tmp
     """Prometheus, run with deploy/prometheus/prometheus.yml pointed at this server, reads the calls made."""
     for _ in range(5):
         client.compute("mse", input=np.ones(3), target=np.zeros(3))
+    client.gradient("mse", input=np.ones(300_000), target=np.zeros(300_000))  # large: queued for a thread
     # The repository's config, with its DNS discovery (compose's replicas; no DNS server here) swapped for
     # this server's address and its intervals shortened.
     config = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
