@@ -28,6 +28,10 @@ from lossd.client import LossClient, LossError
 
 # (weight, size in elements): mostly small calls, now and then a large one (4M floats = 16 MiB).
 _SIZES = ((60, 1_000), (25, 16_000), (10, 256_000), (4, 1_000_000), (1, 4_000_000))
+# At most this many large (>= 1M element) calls at once: the server's heap high-water mark is set by the
+# largest concurrent working set, which is then reached during warm-up instead of whenever 64 clients
+# happen to line up their 16 MiB calls, so the growth measured after warm-up means a leak, not bad luck.
+_LARGE_AT_ONCE = threading.BoundedSemaphore(2)
 _BAD = {"unknown loss": grpc.StatusCode.NOT_FOUND, "class index out of range": grpc.StatusCode.INVALID_ARGUMENT}
 
 
@@ -58,6 +62,18 @@ def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _at_rest(server: ServerProcess, lock: threading.Lock, busy: list[int]) -> tuple[int, int]:
+    """RSS and open descriptors once no call is in flight (bounded wait), after a short settle."""
+    limit = time.monotonic() + 60
+    while time.monotonic() < limit:
+        with lock:
+            if busy[0] == 0:
+                break
+        time.sleep(0.01)
+    time.sleep(0.5)
+    return server.rss_bytes(), _fds(server.pid)
+
+
 def _one_call(client: LossClient, rng: random.Random, arrays: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
     """One random call: 2% unknown losses and 2% bad class indices (the deliberate errors), else real work."""
     roll = rng.random()
@@ -77,10 +93,12 @@ def _one_call(client: LossClient, rng: random.Random, arrays: dict[int, tuple[np
         inputs = {"input": x2, "target": target}
     else:
         inputs = {"input": x, "target": y}
-    if rng.random() < 0.5:
-        client.compute(loss, inputs=inputs)
+    call = client.compute if rng.random() < 0.5 else client.gradient
+    if size >= 1_000_000:
+        with _LARGE_AT_ONCE:
+            call(loss, inputs=inputs)
     else:
-        client.gradient(loss, inputs=inputs)
+        call(loss, inputs=inputs)
 
 
 def run_soak(seconds: float, clients: int, max_requests: int = 10_000_000) -> SoakReport:
@@ -100,15 +118,20 @@ def _soak(server: ServerProcess, arrays: dict[int, tuple[np.ndarray, np.ndarray]
     budget = [max_requests]
     start = time.monotonic()
     deadline = start + seconds
+    running = threading.Event()
+    running.set()
+    busy = [0]
 
     def worker(index: int) -> None:
         pick = random.Random(index)
         with LossClient(server.address, timeout=60, max_message_mb=256) as client:
             while time.monotonic() < deadline:
+                running.wait(timeout=30)
                 with lock:
                     if budget[0] <= 0:
                         return
                     budget[0] -= 1
+                    busy[0] += 1
                 began = time.perf_counter()
                 try:
                     _one_call(client, pick, arrays)
@@ -119,17 +142,23 @@ def _soak(server: ServerProcess, arrays: dict[int, tuple[np.ndarray, np.ndarray]
                         errors[exc.code.name] += 1
                         if exc.code not in _BAD.values():
                             unexpected[exc.code.name] += 1
+                finally:
+                    with lock:
+                        busy[0] -= 1
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
-    # Warm-up: the first 40% of the run (allocator pools, threads, caches, and the most large requests
-    # in flight at once, which set the heap's high-water mark), then the baseline.
+    # Warm-up: the first 40% of the run (allocator pools, threads, caches, the heap's high-water mark).
+    # Then a pause with no call in flight, so the baseline is the server at rest, as the end is: the
+    # buffers of 64 calls in flight would otherwise swing RSS by a hundred MiB either way.
     time.sleep(max(1.0, seconds * 0.4))
-    rss_warm, fds_warm = server.rss_bytes(), _fds(server.pid)
+    running.clear()
+    rss_warm, fds_warm = _at_rest(server, lock, busy)
+    running.set()
     for t in threads:
         t.join(timeout=seconds + 120)
-    rss_end, fds_end = server.rss_bytes(), _fds(server.pid)
+    rss_end, fds_end = _at_rest(server, lock, busy)
     ordered = sorted(latencies) or [0.0]
     return SoakReport(
         seconds=round(time.monotonic() - start, 1), clients=clients, served=len(latencies), errors=dict(errors),

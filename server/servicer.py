@@ -8,10 +8,12 @@ decides whether a request is computed on the event loop, batched, or handed to t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -40,6 +42,17 @@ _INPUTS = pb.ComputeRequest.DESCRIPTOR.fields_by_name["inputs"].number
 _GRAD_OUTPUT = pb.GradientRequest.DESCRIPTOR.fields_by_name["grad_output"].number
 _LOSS = pb.ComputeResponse.DESCRIPTOR.fields_by_name["loss"].number
 _GRADIENTS = pb.GradientResponse.DESCRIPTOR.fields_by_name["gradients"].number
+
+
+@dataclass
+class _Call:
+    """What one call's bookkeeping records as it goes."""
+
+    loss: str
+    request_id: str
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    elements: int = 0
+    started: float = field(default_factory=time.perf_counter)
 
 
 class LossServicer(pb_grpc.LossServiceServicer):
@@ -96,73 +109,56 @@ class LossServicer(pb_grpc.LossServiceServicer):
     async def _serve_stream(self, method: str, parts: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                             kind: str, work: Callable[[Any], tuple[wire.Outgoing, int]]) -> AsyncIterator[Any]:
         """Like _serve, for a streamed request and reply (the reply's streaming is timed too)."""
-        started = time.perf_counter()
-        label, code, elements = UNKNOWN_LOSS, grpc.StatusCode.OK, 0
-        in_flight = self._metrics.in_flight_for(method)
-        in_flight.inc()
-        self._active += 1
-        request_id = request_id_of(context)
-        context.set_trailing_metadata(((REQUEST_ID, request_id),))
-        try:
-            self._admit()
+        async with self._accounted(method, UNKNOWN_LOSS, context) as call:
             parsed = await receive(parts, kind, self._max_stream_bytes)
-            label = self._registry.canonical(parsed.message.loss) or UNKNOWN_LOSS
+            call.loss = self._registry.canonical(parsed.message.loss) or UNKNOWN_LOSS
             loop = asyncio.get_running_loop()
-            outgoing, elements = await self._bounded(loop.run_in_executor(self._executor, work, parsed))
+            outgoing, call.elements = await self._bounded(loop.run_in_executor(self._executor, work, parsed))
             for part in reply_parts(outgoing, kind, self._chunk_bytes):
                 yield part
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            failure = to_failure(exc, request_id)
-            code = failure.code
-            await context.abort(failure.code, failure.message,
-                                trailing_metadata=(*failure.trailing_metadata, (REQUEST_ID, request_id)))
-        finally:
-            self._active -= 1
-            in_flight.dec()
-            self._finished(method, label, code, started, elements, request_id)
 
     async def _serve(self, method: str, loss_name: str | None, request: wire.Parsed,
                      context: grpc.aio.ServicerContext,
                      work: Callable[[Any], tuple[Any, int]]) -> Any:
         label = "all" if loss_name is None else (self._registry.canonical(loss_name) or UNKNOWN_LOSS)
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        elements = 0
-        in_flight = self._metrics.in_flight_for(method)
-        in_flight.inc()
-        self._active += 1
-        request_id = request_id_of(context)
-        context.set_trailing_metadata(((REQUEST_ID, request_id),))
-        try:
-            self._admit()
+        async with self._accounted(method, label, context) as call:
             if request.error:
                 raise invalid("request", request.error)
             if request.size <= self._inline_bytes and self._batching and method != "ListLosses":
                 batched = self._pipeline.do_batched(request, gradient=method == "Gradient")
-                response, elements = await self._bounded(batched)
+                response, call.elements = await self._bounded(batched)
             elif request.size <= self._inline_bytes:
-                response, elements = work(request)  # runs now: nothing to wait for, nothing to time out in a queue
+                response, call.elements = work(request)  # runs now: nothing to wait for or to expire in a queue
             else:
-                timed = self._queued(method, started, work, context)
+                timed = self._queued(method, call.started, work, context)
                 loop = asyncio.get_running_loop()
-                response, elements = await self._bounded(loop.run_in_executor(self._executor, timed, request))
+                response, call.elements = await self._bounded(loop.run_in_executor(self._executor, timed, request))
             self._metrics.traffic(method, request.size, _reply_bytes(response))
             return response
+
+    @contextlib.asynccontextmanager
+    async def _accounted(self, method: str, loss: str, context: grpc.aio.ServicerContext) -> AsyncIterator[_Call]:
+        """One call's bookkeeping: in-flight counts, admission, request id, errors to statuses, metrics, log."""
+        call = _Call(loss, request_id_of(context))
+        in_flight = self._metrics.in_flight_for(method)
+        in_flight.inc()
+        self._active += 1
+        context.set_trailing_metadata(((REQUEST_ID, call.request_id),))
+        try:
+            self._admit()
+            yield call
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            call.code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
-            failure = to_failure(exc, request_id)
-            code = failure.code
+            failure = to_failure(exc, call.request_id)
+            call.code = failure.code
             await context.abort(failure.code, failure.message,
-                                trailing_metadata=(*failure.trailing_metadata, (REQUEST_ID, request_id)))
+                                trailing_metadata=(*failure.trailing_metadata, (REQUEST_ID, call.request_id)))
         finally:
             self._active -= 1
             in_flight.dec()
-            self._finished(method, label, code, started, elements, request_id)
+            self._finished(method, call.loss, call.code, call.started, call.elements, call.request_id)
 
     def _finished(self, method: str, loss: str, code: grpc.StatusCode, started: float, elements: int,
                   request_id: str) -> None:
