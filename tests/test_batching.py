@@ -54,8 +54,8 @@ def test_requests_that_differ_do_not_share_a_batch() -> None:
 
 @pytest.fixture(scope="module")
 def batching_server() -> Iterator[BackgroundServer]:
-    """A CPU server with batching forced on and a long (50 ms) window, so concurrent calls meet."""
-    settings = ServerSettings(port=0, metrics_port=0, device="cpu", batching="on", batch_delay_us=50_000)
+    """A CPU server with batching forced on and a long (300 ms) window, so concurrent calls meet."""
+    settings = ServerSettings(port=0, metrics_port=0, device="cpu", batching="on", batch_delay_us=300_000)
     with BackgroundServer(settings) as srv:
         yield srv
 
@@ -71,6 +71,7 @@ def test_concurrent_calls_are_batched_and_answered_individually(batching_server:
     def call(i: int) -> None:
         x, y, reduction = cases[i]
         with LossClient(batching_server.address, timeout=30) as c:
+            c.describe("mse")  # connect before the barrier, so the calls leave together
             start.wait(timeout=30)
             answers[i] = c.gradient("mse", input=x, target=y, reduction=reduction)
 

@@ -158,7 +158,7 @@ def test_request_over_the_element_limit_is_refused(tmp_path: Path) -> None:
     assert err.value.fields == ["inputs"]
 
 
-def _slow_registry(release: object) -> object:
+def _slow_registry(release: object, entered: object = None) -> object:
     import threading
 
     import torch
@@ -169,6 +169,8 @@ def _slow_registry(release: object) -> object:
     assert isinstance(release, threading.Event)
 
     def slow(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        if entered is not None:
+            entered.set()  # type: ignore[attr-defined]
         release.wait(timeout=10)
         return torch.nn.functional.mse_loss(input, target, reduction=reduction)
 
@@ -182,13 +184,13 @@ def test_calls_beyond_max_in_flight_are_shed_at_once() -> None:
     import threading
     import time
 
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
     settings = ServerSettings(port=0, metrics_port=0, device="cpu", inline_bytes=0, max_in_flight=1)
-    with BackgroundServer(settings, registry=_slow_registry(release)) as srv, \
+    with BackgroundServer(settings, registry=_slow_registry(release, entered)) as srv, \
             LossClient(srv.address, timeout=20) as c:
         first = threading.Thread(target=c.compute, args=("slow",), kwargs={"input": X, "target": Y})
         first.start()
-        time.sleep(0.3)  # let the first call start computing (it waits on `release`)
+        assert entered.wait(timeout=20)  # the first call is computing (it waits on `release`)
         started = time.perf_counter()
         with pytest.raises(ResourceExhaustedError, match="busy"):
             c.compute("slow", input=X, target=Y)
