@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -168,6 +169,7 @@ def memory_per_request(quick: bool) -> Row:
     request_bytes = x.nbytes + y.nbytes
     with lossd_server("--device", "cpu") as server, LossClient(server.address, timeout=120) as client:
         client.gradient("mse", input=x[:1024], target=y[:1024])  # warm the code paths, not the buffers
+        time.sleep(1.5)  # past the server's idle heap trim, so "idle" is the server at rest
         idle = server.rss_bytes()
         server.reset_peak()
         client.gradient("mse", input=x, target=y)

@@ -70,7 +70,7 @@ def _at_rest(server: ServerProcess, lock: threading.Lock, busy: list[int]) -> tu
             if busy[0] == 0:
                 break
         time.sleep(0.01)
-    time.sleep(0.5)
+    time.sleep(2.5)  # the server trims its retained heap after a second idle
     return server.rss_bytes(), _fds(server.pid)
 
 

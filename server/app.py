@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from lossd.losses import REGISTRY, Registry
 from lossd.server.batching import Batcher
 from lossd.server.device import resolve_device
-from lossd.server.memory import retain_heap
+from lossd.server.memory import retain_heap, trim_heap
 from lossd.server.metrics import MetricsEndpoint, ServerMetrics, lossd_version
 from lossd.server.placement import placement_for
 from lossd.server.security import TokenAuthInterceptor, load_token_digests, server_credentials
@@ -32,6 +32,7 @@ from lossd.v1 import wire
 log = logging.getLogger("lossd.server")
 
 _LINGER_S = 0.5
+_IDLE_TRIM_S = 1.0
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LossService"].full_name
 # Elements per tensor are bounded by what fits in one message; the smallest dtype is one byte.
 _BYTES_PER_ELEMENT_FLOOR = 1
@@ -50,6 +51,7 @@ class LossServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._metrics_endpoint: MetricsEndpoint | None = None
+        self._trimmer: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.compute_threads or os.cpu_count() or 1, thread_name_prefix="lossd-compute"
         )
@@ -105,9 +107,21 @@ class LossServer:
             self.serve_metrics(s.metrics_host, s.metrics_port)
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if s.heap_reuse_mb:
+            self._trimmer = asyncio.get_running_loop().create_task(self._trim_when_idle())
         metrics_at = f"{s.metrics_host}:{self.metrics_port}" if self.metrics_port else "off"
         log.info("lossd %s serving on %s:%d device=%s torch=%s losses=%d metrics=%s", lossd_version(), s.host,
                  self.port, self.device, torch.__version__, len(self.registry), metrics_at)
+
+    async def _trim_when_idle(self) -> None:
+        """Once calls stop for a second, hand the retained heap back (it is kept only while busy)."""
+        trimmed_after = 0.0
+        while True:
+            await asyncio.sleep(_IDLE_TRIM_S / 2)
+            last = self._servicer.last_call
+            if last > trimmed_after and not self._servicer.active and time.monotonic() - last >= _IDLE_TRIM_S:
+                trim_heap()
+                trimmed_after = last
 
     def serve_metrics(self, host: str, port: int) -> int:
         """Start the Prometheus endpoint on ``host:port`` (0 = any free port); returns the bound port.
@@ -123,6 +137,8 @@ class LossServer:
         """Health turns NOT_SERVING, new calls are refused, in-flight calls get ``grace`` seconds."""
         if self._server is None:
             return
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         grace = self.settings.grace_seconds if grace is None else grace
         log.info("lossd stopping: health NOT_SERVING, finishing in-flight calls (grace %.1fs)", grace)
         await self._health.enter_graceful_shutdown()

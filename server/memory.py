@@ -5,8 +5,9 @@ unmaps them on free: every 16 MiB tensor, request buffer or reply then costs tho
 faults (measured here: about as long as the loss itself). Raising the threshold and the trim
 threshold keeps such blocks for reuse. One arena for all threads lets a block freed by the event
 loop serve the compute threads (per-thread arenas each kept their own copy: peak RSS for one
-16 MiB request fell from 4.0x to 3.0-3.5x of the request). The price is that RSS stays near its
-high-water mark.
+16 MiB request fell from 4.0x to 3.0-3.5x of the request). The price, RSS staying near its
+high-water mark, is paid only while busy: once the server has been idle a moment, the free memory is
+trimmed back (:func:`trim_heap`).
 """
 
 from __future__ import annotations
@@ -38,3 +39,17 @@ def retain_heap(max_block_bytes: int) -> bool:
     if not ok:
         log.warning("could not tune malloc; large requests will fault fresh pages")
     return ok
+
+
+def trim_heap() -> bool:
+    """Give the heap's free memory back to the system (glibc malloc_trim); False off glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+    return True

@@ -80,6 +80,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         self._max_deadline_s = max_deadline_s or None
         self._active = 0
         self._draining = False
+        self._last_call = 0.0
         self._access_log = access_log
         self._chunk_bytes = min(CHUNK_BYTES, max(1, max_elements // 2))  # max_elements: the message limit
 
@@ -157,6 +158,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
                                 trailing_metadata=(*failure.trailing_metadata, (REQUEST_ID, call.request_id)))
         finally:
             self._active -= 1
+            self._last_call = time.monotonic()
             in_flight.dec()
             self._finished(method, call.loss, call.code, call.started, call.elements, call.request_id)
 
@@ -187,6 +189,11 @@ class LossServicer(pb_grpc.LossServiceServicer):
     def active(self) -> int:
         """Calls being served now."""
         return self._active
+
+    @property
+    def last_call(self) -> float:
+        """time.monotonic() when the latest call ended (0 before the first)."""
+        return self._last_call
 
     def begin_drain(self) -> None:
         """From now on refuse new calls (UNAVAILABLE, so clients retry elsewhere); running ones finish."""
