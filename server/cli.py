@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import ValidationError
 
 from lossd.losses import REGISTRY
@@ -115,43 +113,12 @@ def _cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_health(args: argparse.Namespace) -> int:
-    def read(path: str | None) -> bytes | None:
-        return Path(path).read_bytes() if path else None
-
-    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
-    try:
-        if args.tls_ca or args.tls_cert:
-            credentials = grpc.ssl_channel_credentials(read(args.tls_ca), read(args.tls_key), read(args.tls_cert))
-            channel = grpc.secure_channel(args.address, credentials)
-        else:
-            channel = grpc.insecure_channel(args.address)
-        with channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout, metadata=metadata)
-    except grpc.RpcError as exc:
-        print(f"lossd health: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(status)
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add serve, losses and health to a ``lossd`` argument parser."""
+    """Add serve, config and losses to a ``lossd`` argument parser (``lossd health`` is lossd.cli.health)."""
     _serve_parser(sub)
     lp = sub.add_parser("losses", help="list the registered losses")
     lp.add_argument("--markdown", action="store_true", help="print the README's loss table")
     lp.set_defaults(handler=_cmd_losses)
-    hp = sub.add_parser("health", help="exit 0 when a server reports SERVING")
-    hp.add_argument("--address", default=f"127.0.0.1:{DEFAULT_PORT}", help="host:port of the server")
-    hp.add_argument("--service", default="", help="service name to check (default: the whole server)")
-    hp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
-    hp.add_argument("--tls-ca", help="PEM CA to trust: check a TLS server")
-    hp.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
-    hp.add_argument("--tls-key", help="PEM key of --tls-cert")
-    hp.add_argument("--token", help="bearer token, when the server guards health too")
-    hp.set_defaults(handler=_cmd_health)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

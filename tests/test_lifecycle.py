@@ -210,3 +210,12 @@ def test_client_refuses_zero_channels() -> None:
     """channels must be at least 1."""
     with pytest.raises(ValueError, match="channels"):
         LossClient("127.0.0.1:1", channels=0)
+
+
+def test_health_command_reports_serving_without_loading_torch(server: BackgroundServer) -> None:
+    """`lossd health` exits 0 printing SERVING, and (cheap enough for frequent probes) never imports torch."""
+    code = ("import sys; from lossd.cli.main import main; rc = main(['health', '--address', sys.argv[1]]); "
+            "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded'); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code, server.address], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert out.stdout.split() == ["SERVING", "torch", "not", "loaded"]
