@@ -19,11 +19,6 @@ from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 from lossd.v1 import wire
 
-_INPUTS = pb.ComputeRequest.DESCRIPTOR.fields_by_name["inputs"].number
-_GRAD_OUTPUT = pb.GradientRequest.DESCRIPTOR.fields_by_name["grad_output"].number
-_LOSS = pb.ComputeResponse.DESCRIPTOR.fields_by_name["loss"].number
-_GRADIENTS = pb.GradientResponse.DESCRIPTOR.fields_by_name["gradients"].number
-
 Value = float | np.ndarray
 
 
@@ -133,7 +128,7 @@ class LossClient:
         else:
             parsed = self._call(next(self._computes), wire.serialize(request, detached), timeout)
         response = parsed.message
-        return _value(decode_array(response.loss, parsed.raw.get((_LOSS, None))), response.reduction)
+        return _value(decode_array(response.loss, parsed.raw.get((wire.LOSS, None))), response.reduction)
 
     def gradient(
         self,
@@ -160,7 +155,7 @@ class LossClient:
         detached = self._fill(request, inputs, params, arguments)
         if grad_output is not None:
             meta, data = tensor_parts(grad_output)
-            detached.append(wire.Detached(_GRAD_OUTPUT, None, meta, data))
+            detached.append(wire.Detached(wire.GRAD_OUTPUT, None, meta, data))
         outputs = self._shared_outputs(request, loss, {**(inputs or {}), **arguments}, out or {})
         if _payload(detached) > self._stream_bytes:
             parsed = self._stream("gradient", request, detached, timeout)
@@ -168,8 +163,8 @@ class LossClient:
             parsed = self._call(next(self._gradients), wire.serialize(request, detached), timeout)
         response = parsed.message
         grads = {role: outputs[role] if t.HasField("shm") and role in outputs
-                 else decode_array(t, parsed.raw.get((_GRADIENTS, role))) for role, t in response.gradients.items()}
-        return _value(decode_array(response.loss, parsed.raw.get((_LOSS, None))), response.reduction), grads
+                 else decode_array(t, parsed.raw.get((wire.GRADIENTS, role))) for role, t in response.gradients.items()}
+        return _value(decode_array(response.loss, parsed.raw.get((wire.LOSS, None))), response.reduction), grads
 
     def shared_array(self, shape: Any, dtype: Any = np.float32) -> np.ndarray:
         """A zero-filled array in shared memory: sent as an input, it travels by name (no copy)."""
@@ -249,7 +244,7 @@ class LossClient:
                 slot.shape.extend(meta.shape)
                 slot.raw_data = data.tobytes()
             else:
-                detached.append(wire.Detached(_INPUTS, role, meta, data))
+                detached.append(wire.Detached(wire.INPUTS, role, meta, data))
         for name, value in {**(params or {}), **kw_params}.items():
             request.params[name].CopyFrom(encode_param(name, value))
         return detached

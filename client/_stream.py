@@ -12,23 +12,17 @@ from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import wire
 
 CHUNK_BYTES = 4 << 20
-_GRAD_OUTPUT = pb.GradientRequest.DESCRIPTOR.fields_by_name["grad_output"].number
-_LOSS = pb.ComputeResponse.DESCRIPTOR.fields_by_name["loss"].number
-_GRADIENTS = pb.GradientResponse.DESCRIPTOR.fields_by_name["gradients"].number
 
-
-def _has_content(t: pb.Tensor) -> bool:
-    return bool(t.raw_data or t.float_val or t.double_val or t.int64_val or t.bool_val or t.HasField("shm"))
 
 
 def _reply_buffers(header: Any) -> dict[str, tuple[tuple[int, str | None], np.ndarray]]:
     """Buffers for the reply tensors that will arrive as chunks (declared without content, not empty)."""
-    items = [("loss", (_LOSS, None), header.loss)]
-    items += [(f"gradients/{role}", (_GRADIENTS, role), t) for role, t in getattr(header, "gradients", {}).items()]
+    items = [("loss", (wire.LOSS, None), header.loss)]
+    items += [(f"gradients/{role}", (wire.GRADIENTS, role), t) for role, t in getattr(header, "gradients", {}).items()]
     out = {}
     for name, key, t in items:
         nbytes = int(np.prod(t.shape, dtype=np.int64)) * dtype_size(t.dtype)
-        if nbytes and not _has_content(t):
+        if nbytes and not wire.has_content(t):
             out[name] = (key, np.empty(nbytes, np.uint8))
     return out
 
@@ -39,7 +33,7 @@ def stream_call(call: Callable[[Iterator[bytes]], Any], kind: str, request: Any,
     reassembled, as a :class:`wire.Parsed` like a unary reply's."""
     names = {}
     for d in detached:  # the header declares each streamed tensor: dtype and shape, no content
-        if d.field == _GRAD_OUTPUT:
+        if d.field == wire.GRAD_OUTPUT:
             request.grad_output.CopyFrom(d.meta)
             names[id(d)] = "grad_output"
         else:

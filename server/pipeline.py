@@ -32,12 +32,6 @@ from lossd.server.shm import SharedMemoryAccess
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import wire
 
-# Field numbers of the tensors the wire codec may keep out of the protobuf runtime.
-_INPUTS = pb.ComputeRequest.DESCRIPTOR.fields_by_name["inputs"].number
-_GRAD_OUTPUT = pb.GradientRequest.DESCRIPTOR.fields_by_name["grad_output"].number
-_LOSS = pb.ComputeResponse.DESCRIPTOR.fields_by_name["loss"].number
-_GRADIENTS = pb.GradientResponse.DESCRIPTOR.fields_by_name["gradients"].number
-
 
 class Pipeline:
     """Turns parsed Compute/Gradient requests into replies."""
@@ -62,7 +56,7 @@ class Pipeline:
                 raise ResourceLimitError(
                     f"the request claims {claimed} tensor elements; this server takes at most {limit}",
                     [FieldViolation("inputs", f"{claimed} elements exceeds the limit of {limit}")])
-        return {name: decode_tensor(msg, f"inputs[{name}]", self._max_elements, parsed.raw.get((_INPUTS, name)),
+        return {name: decode_tensor(msg, f"inputs[{name}]", self._max_elements, parsed.raw.get((wire.INPUTS, name)),
                                     self._shm)
                 for name, msg in parsed.message.inputs.items()}
 
@@ -98,7 +92,7 @@ class Pipeline:
             self._check_output_keys(request, ("loss",))
             return prepared, tensors
         grad_output = (decode_tensor(request.grad_output, "grad_output", self._max_elements,
-                                     parsed.raw.get((_GRAD_OUTPUT, None)), self._shm)
+                                     parsed.raw.get((wire.GRAD_OUTPUT, None)), self._shm)
                        if request.HasField("grad_output") else None)
         prepared = validate(spec, tensors, params, request.reduction, wrt=list(request.wrt),
                             grad_output=grad_output, preset=preset)
@@ -110,12 +104,12 @@ class Pipeline:
         """The reply: loss and gradients, sent, detached for zero-copy sending, or written to shared memory."""
         request = parsed.message
         detached: list[wire.Detached] = []
-        loss = self._reply_tensor(request, "loss", result.loss, _LOSS, None, detached)
+        loss = self._reply_tensor(request, "loss", result.loss, wire.LOSS, None, detached)
         common = {"loss": loss, "loss_name": prepared.spec.name, "reduction": prepared.reduction,
                   "device": str(device)}
         if isinstance(request, pb.ComputeRequest):
             return wire.Outgoing(pb.ComputeResponse(**common), detached), elements
-        gradients = {role: self._reply_tensor(request, role, g, _GRADIENTS, role, detached)
+        gradients = {role: self._reply_tensor(request, role, g, wire.GRADIENTS, role, detached)
                      for role, g in result.gradients.items()}
         return wire.Outgoing(pb.GradientResponse(gradients=gradients, **common), detached), elements
 

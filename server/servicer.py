@@ -37,11 +37,6 @@ from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 from lossd.v1 import wire
 
 log = logging.getLogger("lossd.server")
-# Field numbers of the tensors the wire codec may keep out of the protobuf runtime.
-_INPUTS = pb.ComputeRequest.DESCRIPTOR.fields_by_name["inputs"].number
-_GRAD_OUTPUT = pb.GradientRequest.DESCRIPTOR.fields_by_name["grad_output"].number
-_LOSS = pb.ComputeResponse.DESCRIPTOR.fields_by_name["loss"].number
-_GRADIENTS = pb.GradientResponse.DESCRIPTOR.fields_by_name["gradients"].number
 
 
 @dataclass

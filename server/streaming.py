@@ -18,21 +18,15 @@ from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import wire
 
 CHUNK_BYTES = 4 << 20  # 4 MiB, or half the message limit when that is smaller: framing stays noise
-_INPUTS = pb.ComputeRequest.DESCRIPTOR.fields_by_name["inputs"].number
-_GRAD_OUTPUT = pb.GradientRequest.DESCRIPTOR.fields_by_name["grad_output"].number
-_LOSS = pb.ComputeResponse.DESCRIPTOR.fields_by_name["loss"].number
 
 
 def _streamed(header: Any) -> Iterator[tuple[str, str, tuple[int, str | None], pb.Tensor]]:
     """(stream name, field name, raw key, tensor) of each tensor in the header."""
     for role, tensor in header.inputs.items():
-        yield f"inputs/{role}", f"inputs[{role}]", (_INPUTS, role), tensor
+        yield f"inputs/{role}", f"inputs[{role}]", (wire.INPUTS, role), tensor
     if isinstance(header, pb.GradientRequest) and header.HasField("grad_output"):
-        yield "grad_output", "grad_output", (_GRAD_OUTPUT, None), header.grad_output
+        yield "grad_output", "grad_output", (wire.GRAD_OUTPUT, None), header.grad_output
 
-
-def _has_content(t: pb.Tensor) -> bool:
-    return bool(t.raw_data or t.float_val or t.double_val or t.int64_val or t.bool_val or t.HasField("shm"))
 
 
 async def receive(parts: AsyncIterator[wire.Parsed | wire.Chunk], kind: str, max_bytes: int) -> wire.Parsed:
@@ -47,7 +41,7 @@ async def receive(parts: AsyncIterator[wire.Parsed | wire.Chunk], kind: str, max
     buffers: dict[str, tuple[tuple[int, str | None], bytearray]] = {}
     total = 0
     for name, field, key, tensor in _streamed(header):
-        if _has_content(tensor) or tensor.dtype not in WIRE_TO_TORCH or any(d < 0 for d in tensor.shape):
+        if wire.has_content(tensor) or tensor.dtype not in WIRE_TO_TORCH or any(d < 0 for d in tensor.shape):
             continue  # sent whole, or wrong in a way the decoder reports by field
         nbytes = math.prod(tensor.shape) * itemsize(WIRE_TO_TORCH[tensor.dtype])
         total += nbytes
@@ -82,7 +76,7 @@ def reply_parts(outgoing: wire.Outgoing, kind: str,
     """The reply as stream parts: the response (large tensors without content), then their chunks."""
     yield pb.StreamResponse(**{kind: outgoing.message})
     for d in outgoing.detached:
-        name = "loss" if d.field == _LOSS else f"gradients/{d.key}"
+        name = "loss" if d.field == wire.LOSS else f"gradients/{d.key}"
         data = memoryview(d.raw).cast("B") if memoryview(d.raw).nbytes else memoryview(b"")
         for offset in range(0, len(data), chunk_bytes):
             yield wire.chunk_message(name, offset, data[offset: offset + chunk_bytes])

@@ -229,6 +229,22 @@ def _parser(cls: type[M], maps: Sequence[str] = (), singles: Sequence[str] = ())
     return parse_message
 
 
+# Field numbers of the tensors this codec keeps out of the protobuf runtime: the keys of Parsed.raw
+# (with a map key for inputs and gradients, None for the singular ones) and of Detached.field.
+INPUTS = _number(pb.ComputeRequest, "inputs")  # the same number in GradientRequest
+GRAD_OUTPUT = _number(pb.GradientRequest, "grad_output")
+LOSS = _number(pb.ComputeResponse, "loss")  # the same number in GradientResponse
+GRADIENTS = _number(pb.GradientResponse, "gradients")
+if (_number(pb.GradientRequest, "inputs"), _number(pb.GradientResponse, "loss")) != (INPUTS, LOSS):
+    raise ImportError("Compute and Gradient messages must number inputs and loss alike")
+
+
+def has_content(tensor: Any) -> bool:
+    """Whether a Tensor message carries its elements itself (raw bytes, a typed list or a shm region)."""
+    return bool(tensor.raw_data or tensor.float_val or tensor.double_val or tensor.int64_val or tensor.bool_val
+                or tensor.HasField("shm"))
+
+
 parse_list_request = _parser(pb.ListLossesRequest)
 parse_compute_request = _parser(pb.ComputeRequest, maps=("inputs",))
 parse_gradient_request = _parser(pb.GradientRequest, maps=("inputs",), singles=("grad_output",))
