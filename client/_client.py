@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -11,7 +12,14 @@ from typing import Any
 import grpc
 import numpy as np
 
-from lossd.client._codec import decode_array, encode_param, split_arguments, tensor_parts
+from lossd.client._codec import (
+    append_plain,
+    decode_array,
+    encode_param,
+    is_tensor_like,
+    split_arguments,
+    tensor_parts,
+)
 from lossd.client._errors import from_rpc_error
 from lossd.client._shm import SharedArrays
 from lossd.client._stream import CHUNK_BYTES, stream_call
@@ -104,6 +112,7 @@ class LossClient:
         self._timeout = timeout
         self._shm = SharedArrays(shm_prefix) if shared_memory else None
         self._default_wrt: dict[str, list[str]] = {}
+        self._heads: dict[tuple[Any, ...], bytes] = {}  # serialized request headers without parameters
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
 
     def compute(
@@ -121,14 +130,18 @@ class LossClient:
 
         Raises a :class:`LossError` subclass when the server refuses or the call fails.
         """
-        request = pb.ComputeRequest(loss=loss, reduction=reduction)
-        detached = self._fill(request, inputs, params, arguments)
-        if _payload(detached) > self._stream_bytes:
-            parsed = self._stream("compute", request, detached, timeout)
+        payload = self._plain_request(pb.ComputeRequest, loss, reduction, (), inputs, params, arguments, None)
+        if payload is not None:
+            parsed = self._call(next(self._computes), payload, timeout)
         else:
-            parsed = self._call(next(self._computes), wire.serialize(request, detached), timeout)
+            request = pb.ComputeRequest(loss=loss, reduction=reduction)
+            detached = self._fill(request, inputs, params, arguments)
+            if _payload(detached) > self._stream_bytes:
+                parsed = self._stream("compute", request, detached, timeout)
+            else:
+                parsed = self._call(next(self._computes), wire.serialize(request, detached), timeout)
         response = parsed.message
-        return _value(decode_array(response.loss, parsed.raw.get((wire.LOSS, None))), response.reduction)
+        return _value(response.loss, parsed.raw.get((wire.LOSS, None)), response.reduction)
 
     def gradient(
         self,
@@ -151,20 +164,27 @@ class LossClient:
         With ``shared_memory``, ``out`` maps roles to :meth:`shared_array` arrays that receive those
         gradients in place (no new region per call); other large gradients get new shared arrays.
         """
-        request = pb.GradientRequest(loss=loss, reduction=reduction, wrt=list(wrt))
-        detached = self._fill(request, inputs, params, arguments)
-        if grad_output is not None:
-            meta, data = tensor_parts(grad_output)
-            detached.append(wire.Detached(wire.GRAD_OUTPUT, None, meta, data))
-        outputs = self._shared_outputs(request, loss, {**(inputs or {}), **arguments}, out or {})
-        if _payload(detached) > self._stream_bytes:
-            parsed = self._stream("gradient", request, detached, timeout)
+        wrt = tuple(wrt)
+        payload = None if out else self._plain_request(pb.GradientRequest, loss, reduction, wrt, inputs, params,
+                                                       arguments, grad_output)
+        outputs: dict[str, Any] = {}
+        if payload is not None:
+            parsed = self._call(next(self._gradients), payload, timeout)
         else:
-            parsed = self._call(next(self._gradients), wire.serialize(request, detached), timeout)
+            request = pb.GradientRequest(loss=loss, reduction=reduction, wrt=wrt)
+            detached = self._fill(request, inputs, params, arguments)
+            if grad_output is not None:
+                meta, data = tensor_parts(grad_output)
+                detached.append(wire.Detached(wire.GRAD_OUTPUT, None, meta, data))
+            outputs = self._shared_outputs(request, loss, {**(inputs or {}), **arguments}, out or {})
+            if _payload(detached) > self._stream_bytes:
+                parsed = self._stream("gradient", request, detached, timeout)
+            else:
+                parsed = self._call(next(self._gradients), wire.serialize(request, detached), timeout)
         response = parsed.message
         grads = {role: outputs[role] if t.HasField("shm") and role in outputs
                  else decode_array(t, parsed.raw.get((wire.GRADIENTS, role))) for role, t in response.gradients.items()}
-        return _value(decode_array(response.loss, parsed.raw.get((wire.LOSS, None))), response.reduction), grads
+        return _value(response.loss, parsed.raw.get((wire.LOSS, None)), response.reduction), grads
 
     def shared_array(self, shape: Any, dtype: Any = np.float32) -> np.ndarray:
         """A zero-filled array in shared memory: sent as an input, it travels by name (no copy)."""
@@ -220,6 +240,39 @@ class LossClient:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+    def _plain_request(self, cls: type[Any], loss: str, reduction: str, wrt: tuple[str, ...],
+                       inputs: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
+                       arguments: Mapping[str, Any], grad_output: Any) -> bytes | None:
+        """The serialized request when every tensor is a plain numpy array and it fits one message: the
+        common case, encoded with cached framing and one copy of the tensor bytes. None otherwise (torch
+        tensors, other byte orders or layouts, shared memory, streaming), for the general path."""
+        if self._shm is not None:
+            return None
+        tensors = dict(inputs) if inputs else {}
+        given = dict(params) if params else {}
+        for name, value in arguments.items():
+            if is_tensor_like(value):
+                tensors[name] = value
+            else:
+                given[name] = value
+        key = (cls, loss, reduction, wrt)
+        head = None if given else self._heads.get(key)
+        if head is None:
+            message = cls(loss=loss, reduction=reduction, **({"wrt": wrt} if wrt else {}))
+            for name, value in given.items():
+                message.params[name].CopyFrom(encode_param(name, value))
+            head = message.SerializeToString()
+            if not given and len(self._heads) < 1024:  # bounded: loss names come from the caller
+                self._heads[key] = head
+        parts: list[Any] = [head]
+        total = append_plain(parts, wire.INPUTS, tensors)
+        if total >= 0 and grad_output is not None:
+            more = append_plain(parts, wire.GRAD_OUTPUT, {None: grad_output})
+            total = -1 if more < 0 else total + more
+        if total < 0 or total > self._stream_bytes:
+            return None
+        return b"".join(parts)
 
     def _fill(self, request: Any, inputs: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
               arguments: Mapping[str, Any]) -> list[wire.Detached]:
@@ -290,5 +343,16 @@ def _payload(detached: list[wire.Detached]) -> int:
     return sum(memoryview(d.raw).nbytes for d in detached)
 
 
-def _value(array: np.ndarray, reduction: str) -> Value:
+def _value(loss: pb.Tensor, raw: memoryview | None, reduction: str) -> Value:
+    """The reply's loss: an array for reduction "none", else a float (read without numpy when it can be)."""
+    if reduction != "none" and not raw:
+        unpack = _SCALAR.get(loss.dtype)
+        data = loss.raw_data
+        if unpack is not None and len(data) == unpack.size:
+            return float(unpack.unpack(data)[0])
+    array = decode_array(loss, raw)
     return array if reduction == "none" else float(array)
+
+
+_SCALAR = {pb.DTYPE_FLOAT32: struct.Struct("<f"), pb.DTYPE_FLOAT64: struct.Struct("<d"),
+           pb.DTYPE_FLOAT16: struct.Struct("<e")}

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lossd.v1 import loss_service_pb2 as pb
+from lossd.v1 import wire
 
 _NUMPY_TO_WIRE: dict[np.dtype[Any], int] = {
     np.dtype(np.float32): pb.DTYPE_FLOAT32,
@@ -61,6 +62,21 @@ def tensor_parts(value: Any) -> tuple[pb.Tensor, np.ndarray]:
         raise TypeError(f"cannot send an array of dtype {array.dtype}; supported: {supported}, torch.bfloat16")
     little = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
     return pb.Tensor(dtype=wire, shape=list(array.shape)), little.reshape(array.shape)
+
+
+def append_plain(parts: list[Any], field: int, arrays: Mapping[str | None, Any]) -> int:
+    """Append each array of ``arrays`` (map key → array; key None for a singular field) to ``parts`` as
+    field ``field`` of a message, framing and buffer, and return their bytes; or -1, appending nothing
+    more, as soon as one is not a plain little-endian C-ordered numpy array of a wire dtype (those take
+    :func:`tensor_parts`' path)."""
+    total = 0
+    for key, a in arrays.items():
+        wire_dtype = _NUMPY_TO_WIRE.get(a.dtype) if type(a) is np.ndarray and _NATIVE_IS_LITTLE else None
+        if wire_dtype is None or not a.flags.c_contiguous:
+            return -1
+        parts += (wire.tensor_head(field, key, wire_dtype, a.shape, a.nbytes), a)  # the bytes join copies once
+        total += a.nbytes
+    return total
 
 
 def encode_array(value: Any) -> pb.Tensor:

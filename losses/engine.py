@@ -81,7 +81,7 @@ def _evaluate(prepared: Prepared, device: torch.device) -> Result:
             t = t.detach().requires_grad_(True)
         work[name] = t
     out_dtype = prepared.output_dtype
-    if prepared.wrt and spec.value_and_grad is not None:
+    if spec.value_and_grad is not None:  # closed form: the value alone too, when wrt is empty
         upstream = None
         if prepared.grad_output is not None:
             upstream = to_device(prepared.grad_output, device, integer_as_long=False)

@@ -67,7 +67,10 @@ def _reduce_sum_of(values: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def _mse_value_and_grad(tensors: Tensors, params: Params, reduction: str, wrt: tuple[str, ...],
                         upstream: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """MSE and its gradient, 2 (input - target) / N, without an autograd graph: one temporary."""
+    """MSE and its gradient, 2 (input - target) / N, without an autograd graph: one temporary.
+
+    With an empty ``wrt``, the value alone (fewer kernel launches than F.mse_loss's).
+    """
     diff = tensors["input"] - tensors["target"]
     if reduction == "none":
         loss = diff.square()
@@ -75,15 +78,20 @@ def _mse_value_and_grad(tensors: Tensors, params: Params, reduction: str, wrt: t
         flat = diff.reshape(-1)
         loss = torch.dot(flat, flat) if flat.numel() else flat.sum()  # dot: no n-sized temporary
         loss = loss / diff.numel() if reduction == "mean" else loss
+    if not wrt:
+        return loss, {}
     grad = diff.mul_(2.0).mul_(_scale(reduction, diff.numel(), upstream))  # reuses diff's memory
     return loss, _signed(grad, wrt)
 
 
 def _mae_value_and_grad(tensors: Tensors, params: Params, reduction: str, wrt: tuple[str, ...],
                         upstream: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """MAE and its gradient, sign(input - target) / N (0 where they are equal, as torch)."""
+    """MAE and its gradient, sign(input - target) / N (0 where they are equal, as torch); with an empty
+    ``wrt``, the value alone."""
     diff = tensors["input"] - tensors["target"]
     loss = _reduce_sum_of(diff.abs(), reduction)
+    if not wrt:
+        return loss, {}
     grad = diff.sign_().mul_(_scale(reduction, diff.numel(), upstream))
     return loss, _signed(grad, wrt)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -57,7 +58,7 @@ class Role:
     required: bool = True
     differentiable: bool = False
 
-    @property
+    @cached_property  # read for every tensor of every request
     def dtypes(self) -> tuple[torch.dtype, ...]:
         """Every torch dtype this role accepts."""
         return tuple(d for k in self.kinds for d in KIND_DTYPES[k])
@@ -118,7 +119,8 @@ CheckFn = Callable[[Tensors, Params], None]
 # unreduced_shape(tensors, params) -> the loss's shape under reduction "none"
 ShapeFn = Callable[[Tensors, Params], tuple[int, ...]]
 # value_and_grad(tensors, params, reduction, wrt, upstream) -> (loss, {role: gradient}): a closed form that
-# replaces autograd where it is faster and leaner; it must equal autograd (the catalog suite checks it)
+# replaces autograd where it is faster and leaner; it must equal autograd (the catalog suite checks it). With an
+# empty wrt it returns the value alone, and serves Compute calls too.
 ValueAndGradFn = Callable[[Tensors, Params, str, tuple[str, ...], "torch.Tensor | None"],
                           tuple["torch.Tensor", dict[str, "torch.Tensor"]]]
 # param_resolver(name) -> a Param for a name outside ``params`` (e.g. weighted_sum's "huber.delta"), or None

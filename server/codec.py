@@ -80,26 +80,19 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int, raw: memoryview
         message = f"{wire_dtype_name(msg.dtype)} is not a tensor dtype; expected one of: {accepted}"
         raise invalid(f"{where}.dtype", message)
     shape = tuple(msg.shape)
-    if len(shape) > _MAX_DIMS:
-        raise invalid(f"{where}.shape", f"{len(shape)} dimensions; at most {_MAX_DIMS} are supported")
-    for i, d in enumerate(shape):
-        if d < 0:
-            raise invalid(f"{where}.shape[{i}]", f"{d} is negative; dimensions are >= 0")
+    # One cheap test for the common case; the refusals are worked out only when it fails.
+    if shape and (len(shape) > _MAX_DIMS or min(shape) < 0 or max(shape) > max_elements):
+        _refuse_shape(shape, where, max_elements)
     numel = math.prod(shape)  # Python ints: no overflow, however absurd the claim
     if numel > max_elements:
         raise ResourceLimitError(
             f"{where} claims {numel} elements; this server accepts at most {max_elements} per tensor",
             [FieldViolation(f"{where}.shape", f"{numel} elements exceeds the limit of {max_elements}")],
         )
-    # Per dimension too: an empty tensor with a 2**40 x 2**40 tail has 0 elements, yet torch
-    # would overflow computing its strides.
-    for i, d in enumerate(shape):
-        if d > max_elements:
-            raise ResourceLimitError(
-                f"{where}.shape[{i}] is {d}; this server accepts at most {max_elements} elements per tensor",
-                [FieldViolation(f"{where}.shape[{i}]", f"{d} exceeds the limit of {max_elements} elements")],
-            )
     data = raw if raw else msg.raw_data  # (reading raw_data copies it: read it once)
+    lists = msg.float_val or msg.double_val or msg.int64_val or msg.bool_val
+    if data and not lists and not msg.HasField("shm"):  # the common case: raw bytes only
+        return _from_raw(data, dtype, shape, numel, where)
     present = [name for name, found in (("raw_data", len(data)), ("float_val", len(msg.float_val)),
                                         ("double_val", len(msg.double_val)), ("int64_val", len(msg.int64_val)),
                                         ("bool_val", len(msg.bool_val)), ("shm", msg.HasField("shm"))) if found]
@@ -115,9 +108,30 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int, raw: memoryview
         access = shm or SharedMemoryAccess("")
         view = access.read(msg.shm, f"{where}.shm", numel * _ITEMSIZE[dtype])
         return _from_raw(view, dtype, shape, numel, where)
-    if content == "raw_data":
-        return _from_raw(data, dtype, shape, numel, where)
     return _from_list(getattr(msg, content), content, dtype, shape, numel, where)
+
+
+def _refuse_shape(shape: tuple[int, ...], where: str, max_elements: int) -> None:
+    """Raise the refusal for a shape with too many dimensions, a negative one, or one too long."""
+    if len(shape) > _MAX_DIMS:
+        raise invalid(f"{where}.shape", f"{len(shape)} dimensions; at most {_MAX_DIMS} are supported")
+    for i, d in enumerate(shape):
+        if d < 0:
+            raise invalid(f"{where}.shape[{i}]", f"{d} is negative; dimensions are >= 0")
+    numel = math.prod(shape)
+    if numel > max_elements:
+        raise ResourceLimitError(
+            f"{where} claims {numel} elements; this server accepts at most {max_elements} per tensor",
+            [FieldViolation(f"{where}.shape", f"{numel} elements exceeds the limit of {max_elements}")],
+        )
+    # Per dimension too: an empty tensor with a 2**40 x 2**40 tail has 0 elements, yet torch
+    # would overflow computing its strides.
+    for i, d in enumerate(shape):
+        if d > max_elements:
+            raise ResourceLimitError(
+                f"{where}.shape[{i}] is {d}; this server accepts at most {max_elements} elements per tensor",
+                [FieldViolation(f"{where}.shape[{i}]", f"{d} exceeds the limit of {max_elements} elements")],
+            )
 
 
 def _from_raw(raw: bytes | memoryview, dtype: torch.dtype, shape: tuple[int, ...], numel: int,
@@ -151,7 +165,10 @@ def encode_tensor(tensor: torch.Tensor, encoding: int = pb.ENCODING_RAW) -> pb.T
     """A ``Tensor`` message holding a CPU tensor, as raw bytes or as a typed list."""
     t = tensor.detach() if tensor.requires_grad else tensor
     t = t if t.is_contiguous() else t.contiguous()
-    msg = pb.Tensor(dtype=TORCH_TO_WIRE[t.dtype], shape=list(t.shape))
+    if encoding != pb.ENCODING_VALUES and t.dim() == 0 and t.dtype is not torch.bfloat16:
+        # A reduced loss, in nearly every reply: no shape, four or eight bytes.
+        return pb.Tensor(dtype=TORCH_TO_WIRE[t.dtype], raw_data=t.numpy().tobytes())
+    msg = pb.Tensor(dtype=TORCH_TO_WIRE[t.dtype], shape=t.shape)
     if t.numel() == 0:
         return msg
     if encoding == pb.ENCODING_VALUES:
@@ -173,10 +190,10 @@ def encode_tensor(tensor: torch.Tensor, encoding: int = pb.ENCODING_RAW) -> pb.T
 def outgoing_tensor(tensor: torch.Tensor, encoding: int, field: int, key: str | None,
                     into: list[wire.Detached]) -> pb.Tensor:
     """The message for a reply tensor; a large raw one goes to ``into`` instead, sent without a copy."""
+    if encoding == pb.ENCODING_VALUES or tensor.numel() * tensor.element_size() < wire.DETACH_BYTES:
+        return encode_tensor(tensor, encoding)
     t = tensor.detach().contiguous()
-    if encoding == pb.ENCODING_VALUES or t.numel() * t.element_size() < wire.DETACH_BYTES:
-        return encode_tensor(t, encoding)
-    meta = pb.Tensor(dtype=TORCH_TO_WIRE[t.dtype], shape=list(t.shape))
+    meta = pb.Tensor(dtype=TORCH_TO_WIRE[t.dtype], shape=t.shape)
     into.append(wire.Detached(field, key, meta, t.reshape(-1).view(torch.uint8).numpy()))
     return meta
 

@@ -62,32 +62,27 @@ class ServerMetrics:
                                 ["version", "torch", "cuda", "device"], registry=r)
         self.build_info.labels(lossd_version(), torch.__version__, torch.version.cuda or "none", device).set(1)
         # Label values are bounded (methods, canonical loss names, codes), so these caches are too.
-        self._children: dict[tuple[str, str, grpc.StatusCode], tuple[Any, Any, Any]] = {}
-        self._in_flight_children: dict[str, Any] = {}
-        self._compute_children: dict[str, Any] = {}
-        self._traffic_children: dict[str, tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, grpc.StatusCode], tuple[Any, ...]] = {}
+        self._compute_children: dict[torch.device, Any] = {}
         self._queue_children: dict[str, Any] = {}
+        self.in_flight_now: dict[str, int] = {}
 
-    def observe(self, method: str, loss: str, code: grpc.StatusCode, seconds: float, elements: int) -> None:
-        """Record one answered call."""
+    def observe(self, method: str, loss: str, code: grpc.StatusCode, seconds: float, elements: int,
+                bytes_in: int = 0, bytes_out: int = 0) -> None:
+        """Record one answered call (with its bytes received and its reply's tensor bytes, when answered)."""
         children = self._children.get((method, loss, code))
         if children is None:  # labels() costs a lock and a tuple per call: resolve each series once
             children = self._children[(method, loss, code)] = (
                 self.requests.labels(method, loss, code.name), self.duration.labels(method, loss),
-                self.elements.labels(method, loss))
+                self.elements.labels(method, loss), self.tensor_bytes.labels(method, "in"),
+                self.tensor_bytes.labels(method, "out"))
         children[0].inc()
         children[1].observe(seconds)
         if code is grpc.StatusCode.OK:
             children[2].inc(elements)
-
-    def traffic(self, method: str, bytes_in: int, bytes_out: int) -> None:
-        """Count a call's bytes."""
-        pair = self._traffic_children.get(method)
-        if pair is None:
-            pair = self._traffic_children[method] = (self.tensor_bytes.labels(method, "in"),
-                                                     self.tensor_bytes.labels(method, "out"))
-        pair[0].inc(bytes_in)
-        pair[1].inc(bytes_out)
+        if bytes_in or bytes_out:
+            children[3].inc(bytes_in)
+            children[4].inc(bytes_out)
 
     def queued(self, method: str, seconds: float) -> None:
         """Record how long a call waited for a thread or a batch."""
@@ -96,8 +91,12 @@ class ServerMetrics:
             child = self._queue_children[method] = self.queue.labels(method)
         child.observe(seconds)
 
-    def device_memory_now(self, device: torch.device) -> None:
-        """Record CUDA memory after a computation on ``device`` (nothing for the CPU)."""
+    def computed(self, device: torch.device, seconds: float) -> None:
+        """Record one computation on ``device`` (and, on CUDA, the memory it leaves held)."""
+        child = self._compute_children.get(device)
+        if child is None:
+            child = self._compute_children[device] = self.compute.labels(str(device))
+        child.observe(seconds)
         if device.type == "cuda":
             self.device_memory.labels(str(device), "in_use").set(torch.cuda.memory_allocated(device))
             self.device_memory.labels(str(device), "peak").set(torch.cuda.max_memory_allocated(device))
@@ -106,19 +105,15 @@ class ServerMetrics:
         """Count a call refused for ``reason`` (a fixed word: unauthenticated, busy, ...)."""
         self.rejected.labels(reason).inc()
 
-    def compute_seconds(self, device: str, seconds: float) -> None:
-        """Record one computation on ``device``."""
-        child = self._compute_children.get(device)
-        if child is None:
-            child = self._compute_children[device] = self.compute.labels(device)
-        child.observe(seconds)
+    def track_in_flight(self, method: str) -> None:
+        """Export ``in_flight[method]`` as the method's in-flight gauge, read when scraped.
 
-    def in_flight_for(self, method: str) -> Any:
-        """The in-flight gauge of one method."""
-        gauge = self._in_flight_children.get(method)
-        if gauge is None:
-            gauge = self._in_flight_children[method] = self.in_flight.labels(method)
-        return gauge
+        The servicer counts in a plain dict on the event loop; a locked gauge update per call and
+        direction cost more than the scrape-time read.
+        """
+        if method not in self.in_flight_now:
+            self.in_flight_now[method] = 0
+            self.in_flight.labels(method).set_function(lambda: self.in_flight_now[method])
 
 
 class MetricsEndpoint:

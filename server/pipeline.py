@@ -116,22 +116,23 @@ class Pipeline:
     def do(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
         """A Compute (``gradient`` False) or Gradient request's reply and its tensor element count."""
         prepared, tensors = self._prepare(parsed, gradient)
-        result, device = self._evaluate(prepared, tensors)
-        return self._finish(parsed, prepared, result, device, sum(t.numel() for t in tensors.values()))
+        elements = sum([t.numel() for t in tensors.values()])
+        result, device = self._evaluate(prepared, elements)
+        return self._finish(parsed, prepared, result, device, elements)
 
     async def do_batched(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
         """A small request: validated here, then batched with its like when it can be, else computed inline."""
         prepared, tensors = self._prepare(parsed, gradient)
-        elements = sum(t.numel() for t in tensors.values())
+        elements = sum([t.numel() for t in tensors.values()])
         device = self._placement.device_for(elements)
         key = batch_key(prepared, device) if self._batcher is not None else None
         if key is None:
-            result, device = self._evaluate(prepared, tensors)
+            result, device = self._evaluate(prepared, elements)
         else:
             assert self._batcher is not None
             started = time.perf_counter()
             result = await self._batcher.submit(key, prepared, device)
-            self._metrics.compute_seconds(str(device), time.perf_counter() - started)
+            self._metrics.computed(device, time.perf_counter() - started)
         return self._finish(parsed, prepared, result, device, elements)
 
     def _check_memory(self, prepared: Prepared, device: torch.device) -> None:
@@ -146,8 +147,8 @@ class Pipeline:
                 f"this request needs about {estimate >> 20} MiB of working memory; the limit per request is "
                 f"{self._max_request_bytes >> 20} MiB", [FieldViolation("inputs", "too large for the memory cap")])
 
-    def _evaluate(self, prepared: Prepared, tensors: Mapping[str, torch.Tensor]) -> tuple[Result, torch.device]:
-        device = self._placement.device_for(sum(t.numel() for t in tensors.values()))
+    def _evaluate(self, prepared: Prepared, elements: int) -> tuple[Result, torch.device]:
+        device = self._placement.device_for(elements)
         started = time.perf_counter()
         self._check_memory(prepared, device)
         try:
@@ -157,6 +158,5 @@ class Pipeline:
                 torch.cuda.empty_cache()  # hand the failed request's blocks back before the next one
             self._metrics.reject("out_of_memory")
             raise ResourceLimitError(f"out of memory on {device} for this request; send a smaller batch") from None
-        self._metrics.compute_seconds(str(device), time.perf_counter() - started)
-        self._metrics.device_memory_now(device)
+        self._metrics.computed(device, time.perf_counter() - started)
         return result, device

@@ -25,7 +25,7 @@ from lossd.losses import (
 from lossd.losses.errors import invalid
 from lossd.server.batching import Batcher
 from lossd.server.describe import loss_info
-from lossd.server.errors import ComputeDeadlineError, ShuttingDownError, to_failure
+from lossd.server.errors import ComputeDeadlineError, RpcFailure, ShuttingDownError, to_failure
 from lossd.server.logs import REQUEST_ID, request_id_of
 from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics, lossd_version
 from lossd.server.pipeline import Pipeline
@@ -116,30 +116,43 @@ class LossServicer(pb_grpc.LossServiceServicer):
     async def _serve(self, method: str, loss_name: str | None, request: wire.Parsed,
                      context: grpc.aio.ServicerContext,
                      work: Callable[[Any], tuple[Any, int]]) -> Any:
+        """One unary call, with the bookkeeping of :meth:`_accounted` written out: this is every small
+        call's path, where an async context manager's generator costs more than the loss itself."""
+        started = time.perf_counter()
         label = "all" if loss_name is None else (self._registry.canonical(loss_name) or UNKNOWN_LOSS)
-        async with self._accounted(method, label, context) as call:
+        request_id = self._begin(method, context)
+        code = grpc.StatusCode.OK
+        elements = bytes_out = 0
+        try:
+            self._admit()
             if request.error:
                 raise invalid("request", request.error)
             if request.size <= self._inline_bytes and self._batching and method != "ListLosses":
                 batched = self._pipeline.do_batched(request, gradient=method == "Gradient")
-                response, call.elements = await self._bounded(batched)
+                response, elements = await self._bounded(batched)
             elif request.size <= self._inline_bytes:
-                response, call.elements = work(request)  # runs now: nothing to wait for or to expire in a queue
+                response, elements = work(request)  # runs now: nothing to wait for or to expire in a queue
             else:
-                timed = self._queued(method, call.started, work, context)
+                timed = self._queued(method, started, work, context)
                 loop = asyncio.get_running_loop()
-                response, call.elements = await self._bounded(loop.run_in_executor(self._executor, timed, request))
-            self._metrics.traffic(method, request.size, _reply_bytes(response))
+                response, elements = await self._bounded(loop.run_in_executor(self._executor, timed, request))
+            bytes_out = _reply_bytes(response)
             return response
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            failure = to_failure(exc, request_id)
+            code = failure.code
+            await self._abort(context, failure, request_id)
+        finally:
+            self._end(method, label, code, started, elements, request_id, request.size, bytes_out)
 
     @contextlib.asynccontextmanager
     async def _accounted(self, method: str, loss: str, context: grpc.aio.ServicerContext) -> AsyncIterator[_Call]:
-        """One call's bookkeeping: in-flight counts, admission, request id, errors to statuses, metrics, log."""
-        call = _Call(loss, request_id_of(context))
-        in_flight = self._metrics.in_flight_for(method)
-        in_flight.inc()
-        self._active += 1
-        context.set_trailing_metadata(((REQUEST_ID, call.request_id),))
+        """One streamed call's bookkeeping: in-flight counts, admission, request id, errors to statuses,
+        metrics, access log (see :meth:`_serve`)."""
+        call = _Call(loss, self._begin(method, context))
         try:
             self._admit()
             yield call
@@ -149,18 +162,35 @@ class LossServicer(pb_grpc.LossServiceServicer):
         except Exception as exc:
             failure = to_failure(exc, call.request_id)
             call.code = failure.code
-            await context.abort(failure.code, failure.message,
-                                trailing_metadata=(*failure.trailing_metadata, (REQUEST_ID, call.request_id)))
+            await self._abort(context, failure, call.request_id)
         finally:
-            self._active -= 1
-            self._last_call = time.monotonic()
-            in_flight.dec()
-            self._finished(method, call.loss, call.code, call.started, call.elements, call.request_id)
+            self._end(method, call.loss, call.code, call.started, call.elements, call.request_id)
 
-    def _finished(self, method: str, loss: str, code: grpc.StatusCode, started: float, elements: int,
-                  request_id: str) -> None:
+    def _begin(self, method: str, context: grpc.aio.ServicerContext) -> str:
+        """Count the call in flight and tag its reply with its request id (returned)."""
+        in_flight = self._metrics.in_flight_now
+        if method not in in_flight:
+            self._metrics.track_in_flight(method)
+        in_flight[method] += 1
+        self._active += 1
+        request_id = request_id_of(context)
+        context.set_trailing_metadata(((REQUEST_ID, request_id),))
+        return request_id
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, failure: RpcFailure, request_id: str) -> None:
+        """End the call with ``failure``'s status (abort raises, so nothing after it runs)."""
+        await context.abort(failure.code, failure.message,
+                            trailing_metadata=(*failure.trailing_metadata, (REQUEST_ID, request_id)))
+
+    def _end(self, method: str, loss: str, code: grpc.StatusCode, started: float, elements: int,
+             request_id: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        self._active -= 1
+        self._metrics.in_flight_now[method] -= 1
+        self._last_call = time.monotonic()
         seconds = time.perf_counter() - started
-        self._metrics.observe(method, loss, code, seconds, elements)
+        ok = code is grpc.StatusCode.OK
+        self._metrics.observe(method, loss, code, seconds, elements, bytes_in if ok else 0, bytes_out)
         if self._access_log:
             log.info("call", extra={"request_id": request_id, "method": method, "loss": loss, "code": code.name,
                                     "duration_ms": round(seconds * 1e3, 3), "elements": elements})
@@ -223,5 +253,8 @@ class LossServicer(pb_grpc.LossServiceServicer):
 def _reply_bytes(response: Any) -> int:
     """Tensor bytes of a reply, detached ones included (no serialization)."""
     if isinstance(response, wire.Outgoing):
-        return response.message.ByteSize() + sum(memoryview(d.raw).nbytes for d in response.detached)
+        size = response.message.ByteSize()
+        for d in response.detached:
+            size += memoryview(d.raw).nbytes
+        return size
     return int(response.ByteSize())

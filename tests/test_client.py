@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from lossd.client import DeadlineExceededError, InvalidArgumentError, LossClient, UnavailableError
+from lossd.v1 import loss_service_pb2 as pb
 
 
 def test_compute_mean_returns_a_python_float(client: LossClient) -> None:
@@ -122,3 +123,52 @@ def test_client_package_does_not_import_torch() -> None:
             "encode_array(np.ones(2)); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _sent(client: LossClient, method: str, **kwargs: object) -> bytes:
+    """The request bytes the client sends for ``method(**kwargs)`` (the RPC itself is not made)."""
+    seen: list[bytes] = []
+
+    def fake(request: bytes, **_: object) -> object:
+        seen.append(request)
+        raise RuntimeError("not sent")
+
+    original = client._call
+    client._call = lambda m, request, timeout: fake(request)  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuntimeError):
+            getattr(client, method)("huber", **kwargs)
+    finally:
+        client._call = original  # type: ignore[method-assign]
+    return seen[0]
+
+
+@pytest.mark.parametrize("method", ["compute", "gradient"])
+def test_plain_arrays_are_encoded_as_protobuf_would(method: str) -> None:
+    """The cached-framing path for numpy arrays sends exactly the message protobuf would build."""
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    y = np.ones((2, 3), np.float32)
+    with LossClient("127.0.0.1:1") as client:
+        sent = _sent(client, method, input=x, target=y, delta=0.5, reduction="sum")
+    cls = pb.GradientRequest if method == "gradient" else pb.ComputeRequest
+    expected = cls(loss="huber", reduction="sum")
+    expected.params["delta"].number = 0.5
+    for role, a in (("input", x), ("target", y)):
+        expected.inputs[role].CopyFrom(pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=a.shape, raw_data=a.tobytes()))
+    assert cls.FromString(sent) == expected
+
+
+@pytest.mark.parametrize("make", [
+    lambda a: a.astype(">f4"),  # big-endian: swapped on the general path
+    lambda a: np.asfortranarray(a),  # not C-ordered: made contiguous there
+    lambda a: torch.from_numpy(a),  # torch tensors take the general path too
+], ids=["big_endian", "fortran_order", "torch"])
+def test_arrays_off_the_plain_path_give_the_same_answer(client: LossClient, make) -> None:  # type: ignore[no-untyped-def]
+    """Inputs the cached-framing path does not take are converted, and answered the same."""
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
+    y = np.ones((2, 3), np.float32)
+    expected = client.compute("mse", input=x, target=y)
+    assert client.compute("mse", input=make(x), target=make(y)) == expected
+    value, grads = client.gradient("mse", input=make(x), target=make(y))
+    assert value == expected  # Compute and Gradient share mse's closed form: the same float32 value
+    np.testing.assert_allclose(grads["input"], 2 * (x - y) / 6, rtol=1e-6)

@@ -37,3 +37,15 @@ def test_closed_form_equals_autograd(name: str, reduction: str, wrt: tuple[str, 
     assert sorted(grads) == sorted(wrt)
     for role, g in zip(wrt, want, strict=True):
         torch.testing.assert_close(grads[role], g)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name", WITH_CLOSED_FORM)
+def test_closed_form_value_alone_equals_the_loss(name: str, reduction: str) -> None:
+    """With an empty wrt the closed form gives the loss (as Compute uses it) and no gradients."""
+    spec = REGISTRY.get(name)
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.randn(4, 6, dtype=torch.float64, generator=gen), torch.randn(4, 6, dtype=torch.float64, generator=gen)
+    loss, grads = spec.value_and_grad({"input": x, "target": y}, {}, reduction, (), None)
+    torch.testing.assert_close(loss, spec.fn(x, y, reduction=reduction))
+    assert grads == {}

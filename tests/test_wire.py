@@ -120,3 +120,15 @@ def test_server_refuses_malformed_bytes_as_invalid_argument(channel, method: str
         channel.unary_unary(f"/lossd.v1.LossService/{method}")(garbage, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request_fields(err.value) == ["request"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.none() | names, shape=shapes, payload=payloads)
+def test_tensor_head_framing_matches_protobuf(key: str | None, shape: list[int], payload: bytes) -> None:
+    """tensor_head + raw bytes decode to the same message as protobuf's encoding of that tensor."""
+    field = GRAD_OUTPUT if key is None else INPUTS
+    encoded = wire.tensor_head(field, key, pb.DTYPE_UINT8, tuple(shape), len(payload)) + payload
+    expected = pb.GradientRequest()
+    target = expected.grad_output if key is None else expected.inputs[key]
+    target.CopyFrom(pb.Tensor(dtype=pb.DTYPE_UINT8, shape=shape, raw_data=payload))
+    assert pb.GradientRequest.FromString(encoded) == expected

@@ -16,6 +16,7 @@ Only the tag/length framing is interpreted here; every other byte is decoded by 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -97,17 +98,30 @@ def serialize(message: Message, detached: Sequence[Detached] = ()) -> bytes:
     for d in detached:
         view = memoryview(d.raw)
         raw = view.cast("B") if view.nbytes else b""  # (an empty view has no byte layout to cast)
-        tensor_head = d.meta.SerializeToString() + _varint(_RAW_DATA << 3 | _LEN) + _varint(len(raw))
-        tensor_len = len(tensor_head) + len(raw)
-        if d.key is None:
-            parts += [_varint(d.field << 3 | _LEN) + _varint(tensor_len) + tensor_head, raw]
-            continue
-        key = d.key.encode()
-        entry_head = (_varint(1 << 3 | _LEN) + _varint(len(key)) + key
-                      + _varint(2 << 3 | _LEN) + _varint(tensor_len) + tensor_head)
-        entry_len = len(entry_head) + len(raw)
-        parts += [_varint(d.field << 3 | _LEN) + _varint(entry_len) + entry_head, raw]
+        parts += [_framing(d.field, d.key, d.meta.SerializeToString(), len(raw)), raw]
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=1024)
+def tensor_head(field: int, key: str | None, dtype: int, shape: tuple[int, ...], nbytes: int) -> bytes:
+    """The bytes that precede a tensor's ``nbytes`` raw bytes appended as field ``field`` (map key ``key``,
+    or None for a singular field) of a message, for a Tensor of ``dtype`` and ``shape``.
+
+    Cached: a client sending tensors of the same shapes again and again frames them once.
+    """
+    return _framing(field, key, pb.Tensor(dtype=dtype, shape=shape).SerializeToString(), nbytes)
+
+
+def _framing(field: int, key: str | None, meta: bytes, nbytes: int) -> bytes:
+    """Field tag, lengths and the Tensor's own fields (``meta``), up to where its raw_data bytes begin."""
+    tensor_head = meta + _varint(_RAW_DATA << 3 | _LEN) + _varint(nbytes)
+    tensor_len = len(tensor_head) + nbytes
+    if key is None:
+        return _varint(field << 3 | _LEN) + _varint(tensor_len) + tensor_head
+    k = key.encode()
+    entry_head = (_varint(1 << 3 | _LEN) + _varint(len(k)) + k
+                  + _varint(2 << 3 | _LEN) + _varint(tensor_len) + tensor_head)
+    return _varint(field << 3 | _LEN) + _varint(len(entry_head) + nbytes) + entry_head
 
 
 @dataclass
