@@ -57,14 +57,31 @@ def paired_latency(calls: list[Callable[[], object]], count: int, max_seconds: f
     return [Latency(s) for s in samples]
 
 
+@dataclass(frozen=True)
+class PairedThroughput:
+    """Calls per second of several calls, one list per call, measured in alternating rounds."""
+
+    rounds: list[list[float]]
+
+    @property
+    def medians(self) -> list[float]:
+        return [statistics.median(r) for r in self.rounds]
+
+    def ratio(self, a: int = 0, b: int = 1) -> float:
+        """Median over rounds of call ``a``'s throughput over call ``b``'s in the same round: each pair ran
+        back to back, so a slow spell of the machine cancels out instead of landing on one side."""
+        return statistics.median(x / y for x, y in zip(self.rounds[a], self.rounds[b], strict=True))
+
+
 def paired_throughput(calls: list[Callable[[], object]], concurrency: int, count: int, max_seconds: float,
-                      rounds: int = 3) -> list[float]:
-    """Median throughput of each call over ``rounds`` alternating runs (a, b, a, b, ...)."""
+                      rounds: int = 7) -> PairedThroughput:
+    """Throughput of each call over ``rounds`` alternating runs (a, b, a, b, ...) sharing ``count`` calls
+    and ``max_seconds`` between them."""
     results: list[list[float]] = [[] for _ in calls]
     for _ in range(rounds):
         for call, out in zip(calls, results, strict=True):
             out.append(throughput(call, concurrency, count // rounds, max_seconds / rounds))
-    return [statistics.median(r) for r in results]
+    return PairedThroughput(results)
 
 
 def throughput(call: Callable[[], object], concurrency: int, count: int, max_seconds: float) -> float:

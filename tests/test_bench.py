@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lossd.bench import report
 from lossd.bench.gpu import run_gpu
+from lossd.bench.measure import PairedThroughput
 from lossd.bench.scenarios import Row
 
 
@@ -27,3 +28,10 @@ def test_readme_table_is_replaced_between_the_markers(tmp_path: Path) -> None:
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
     assert "| s | ms | 2 | 1 | 0.5 | 2.00 | <= 3x echo | yes |" in text
     assert "![lossd vs the gRPC ceiling](docs/bench/sweep.png)" in text
+
+
+def test_paired_ratio_is_the_median_of_ratios_within_rounds() -> None:
+    """A slow spell that hits both calls of one round leaves the paired ratio unchanged."""
+    paired = PairedThroughput([[100.0, 50.0, 100.0], [200.0, 100.0, 180.0]])
+    assert paired.medians == [100.0, 180.0]
+    assert paired.ratio() == 0.5  # rounds: 0.5, 0.5, 0.556
