@@ -71,15 +71,24 @@ def evaluate(prepared: Prepared, device: torch.device | str = "cpu") -> Result:
     return result
 
 
+def _placed(prepared: Prepared, device: torch.device) -> dict[str, torch.Tensor]:
+    """The request's tensors on ``device`` in the dtypes losses compute in (the same dict when nothing moves)."""
+    tensors = prepared.tensors
+    if device.type == "cpu":
+        for t in tensors.values():
+            if t.dtype in _CONVERTED or not t.is_cpu:
+                break
+        else:  # already where and what they need to be: the common case of a small CPU request
+            return tensors
+    return {name: to_device(t, device, integer_as_long=True) for name, t in tensors.items()}
+
+
+_CONVERTED = frozenset((*_UPCAST, *_WIDEN))
+
+
 def _evaluate(prepared: Prepared, device: torch.device) -> Result:
     spec = prepared.spec
-    work: dict[str, torch.Tensor] = {}
-    for name, tensor in prepared.tensors.items():
-        t = to_device(tensor, device, integer_as_long=True)
-        if name in prepared.wrt and spec.value_and_grad is None:
-            # A fresh leaf even when .to() returned the caller's tensor: never mark their tensor.
-            t = t.detach().requires_grad_(True)
-        work[name] = t
+    work = _placed(prepared, device)
     out_dtype = prepared.output_dtype
     if spec.value_and_grad is not None:  # closed form: the value alone too, when wrt is empty
         upstream = None
@@ -88,6 +97,9 @@ def _evaluate(prepared: Prepared, device: torch.device) -> Result:
         loss, closed = spec.value_and_grad(work, prepared.params, prepared.reduction, prepared.wrt, upstream)
         grads = {role: to_host(g, prepared.tensors[role].dtype) for role, g in closed.items()}
         return Result(to_host(loss, out_dtype), grads)
+    if prepared.wrt:
+        # Fresh leaves even where placing returned the caller's tensors: never mark their tensors.
+        work = {name: t.detach().requires_grad_(True) if name in prepared.wrt else t for name, t in work.items()}
     with torch.set_grad_enabled(bool(prepared.wrt)):
         loss = spec.fn(**work, **prepared.params, reduction=prepared.reduction)
     grads: dict[str, torch.Tensor] = {}
@@ -101,12 +113,12 @@ def _evaluate(prepared: Prepared, device: torch.device) -> Result:
         for role, leaf, g in zip(prepared.wrt, leaves, found, strict=True):
             g = torch.zeros_like(leaf) if g is None else g
             grads[role] = to_host(g.detach(), prepared.tensors[role].dtype)
-    return Result(to_host(loss.detach(), out_dtype), grads)
+    return Result(to_host(loss.detach() if loss.requires_grad else loss, out_dtype), grads)
 
 
 def to_host(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``t`` on the CPU in ``dtype`` (from CUDA: into pinned memory, without blocking)."""
-    if t.device.type == "cpu":
+    if t.is_cpu:
         return t if t.dtype == dtype else t.to(dtype)
     # Into pinned memory, without blocking: evaluate() synchronizes the stream once at the end.
     out = torch.empty(t.shape, dtype=dtype, pin_memory=True)

@@ -163,14 +163,22 @@ def _from_list(values: Any, content: str, dtype: torch.dtype, shape: tuple[int, 
 
 def encode_tensor(tensor: torch.Tensor, encoding: int = pb.ENCODING_RAW) -> pb.Tensor:
     """A ``Tensor`` message holding a CPU tensor, as raw bytes or as a typed list."""
+    msg = pb.Tensor()
+    fill_tensor(msg, tensor, encoding)
+    return msg
+
+
+def fill_tensor(msg: pb.Tensor, tensor: torch.Tensor, encoding: int = pb.ENCODING_RAW) -> None:
+    """Write a CPU tensor into ``msg`` (a reply's own field: no message is built and copied in)."""
     t = tensor.detach() if tensor.requires_grad else tensor
     t = t if t.is_contiguous() else t.contiguous()
+    msg.dtype = TORCH_TO_WIRE[t.dtype]
     if encoding != pb.ENCODING_VALUES and t.dim() == 0 and t.dtype is not torch.bfloat16:
-        # A reduced loss, in nearly every reply: no shape, four or eight bytes.
-        return pb.Tensor(dtype=TORCH_TO_WIRE[t.dtype], raw_data=t.numpy().tobytes())
-    msg = pb.Tensor(dtype=TORCH_TO_WIRE[t.dtype], shape=t.shape)
+        msg.raw_data = t.numpy().tobytes()  # a reduced loss, in nearly every reply: four or eight bytes
+        return
+    msg.shape.extend(t.shape)
     if t.numel() == 0:
-        return msg
+        return
     if encoding == pb.ENCODING_VALUES:
         if t.dtype == torch.float64:
             msg.double_val.extend(t.reshape(-1).tolist())
@@ -184,18 +192,19 @@ def encode_tensor(tensor: torch.Tensor, encoding: int = pb.ENCODING_RAW) -> pb.T
         # One copy into the message; numpy lacks bfloat16, whose bits travel through a uint8 view.
         data = t.reshape(-1).view(torch.uint8) if t.dtype == torch.bfloat16 else t
         msg.raw_data = data.numpy().tobytes()
-    return msg
 
 
-def outgoing_tensor(tensor: torch.Tensor, encoding: int, field: int, key: str | None,
-                    into: list[wire.Detached]) -> pb.Tensor:
-    """The message for a reply tensor; a large raw one goes to ``into`` instead, sent without a copy."""
+def fill_outgoing(msg: pb.Tensor, tensor: torch.Tensor, encoding: int, field: int, key: str | None,
+                  into: list[wire.Detached]) -> None:
+    """Write a reply tensor into ``msg``; a large raw one goes to ``into`` instead, sent without a copy."""
     if encoding == pb.ENCODING_VALUES or tensor.numel() * tensor.element_size() < wire.DETACH_BYTES:
-        return encode_tensor(tensor, encoding)
+        fill_tensor(msg, tensor, encoding)
+        return
     t = tensor.detach().contiguous()
-    meta = pb.Tensor(dtype=TORCH_TO_WIRE[t.dtype], shape=t.shape)
-    into.append(wire.Detached(field, key, meta, t.reshape(-1).view(torch.uint8).numpy()))
-    return meta
+    msg.dtype = TORCH_TO_WIRE[t.dtype]
+    msg.shape.extend(t.shape)
+    into.append(wire.Detached(field, key, pb.Tensor(dtype=msg.dtype, shape=t.shape),
+                              t.reshape(-1).view(torch.uint8).numpy()))
 
 
 def decode_params(params: Mapping[str, pb.ParamValue]) -> dict[str, Any]:

@@ -15,12 +15,17 @@ _SEQUENCE = itertools.count(1)
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
-def request_id_of(context: Any) -> str:
-    """The caller's x-request-id when it is a sane one (<= 128 plain characters), else a new one."""
+def given_request_id(context: Any) -> str | None:
+    """The caller's x-request-id when it sent a sane one (<= 128 plain characters), else None."""
     given = dict(context.invocation_metadata() or ()).get(REQUEST_ID, "")
     if isinstance(given, str) and 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS:
         return given
-    return f"{_PROCESS_TAG}{next(_SEQUENCE):08x}"  # unique per process run, and cheaper than a uuid per call
+    return None
+
+
+def new_request_id() -> str:
+    """A request id unique within this process run (cheaper than a uuid per call)."""
+    return f"{_PROCESS_TAG}{next(_SEQUENCE):08x}"
 
 
 # Fields a record may carry (through ``extra=``) that both formats print.

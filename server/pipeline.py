@@ -25,7 +25,7 @@ from lossd.losses import (
 from lossd.losses.batching import batch_key
 from lossd.losses.errors import invalid
 from lossd.server.batching import Batcher
-from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, outgoing_tensor
+from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, fill_outgoing
 from lossd.server.metrics import ServerMetrics
 from lossd.server.placement import Placement
 from lossd.server.shm import SharedMemoryAccess
@@ -60,14 +60,15 @@ class Pipeline:
                                     self._shm)
                 for name, msg in parsed.message.inputs.items()}
 
-    def _reply_tensor(self, request: Any, key: str, tensor: torch.Tensor, field: int, map_key: str | None,
-                      detached: list[wire.Detached]) -> pb.Tensor:
-        """The reply's tensor: written to the request's shared-memory region for ``key``, or sent."""
-        if key in request.output_shm:
+    def _reply_tensor(self, request: Any, key: str, tensor: torch.Tensor, msg: pb.Tensor, field: int,
+                      map_key: str | None, detached: list[wire.Detached]) -> None:
+        """Fill the reply's tensor ``msg``: written to the request's shared-memory region for ``key``, or sent."""
+        if request.output_shm and key in request.output_shm:
             region = request.output_shm[key]
             self._shm.write(region, f"output_shm[{key}]", tensor)
-            return pb.Tensor(dtype=TORCH_TO_WIRE[tensor.dtype], shape=list(tensor.shape), shm=region)
-        return outgoing_tensor(tensor, request.response_encoding, field, map_key, detached)
+            msg.CopyFrom(pb.Tensor(dtype=TORCH_TO_WIRE[tensor.dtype], shape=list(tensor.shape), shm=region))
+            return
+        fill_outgoing(msg, tensor, request.response_encoding, field, map_key, detached)
 
     @staticmethod
     def _check_output_keys(request: Any, allowed: tuple[str, ...]) -> None:
@@ -104,14 +105,13 @@ class Pipeline:
         """The reply: loss and gradients, sent, detached for zero-copy sending, or written to shared memory."""
         request = parsed.message
         detached: list[wire.Detached] = []
-        loss = self._reply_tensor(request, "loss", result.loss, wire.LOSS, None, detached)
-        common = {"loss": loss, "loss_name": prepared.spec.name, "reduction": prepared.reduction,
-                  "device": str(device)}
-        if isinstance(request, pb.ComputeRequest):
-            return wire.Outgoing(pb.ComputeResponse(**common), detached), elements
-        gradients = {role: self._reply_tensor(request, role, g, wire.GRADIENTS, role, detached)
-                     for role, g in result.gradients.items()}
-        return wire.Outgoing(pb.GradientResponse(gradients=gradients, **common), detached), elements
+        gradient = not isinstance(request, pb.ComputeRequest)
+        reply = (pb.GradientResponse if gradient else pb.ComputeResponse)(
+            loss_name=prepared.spec.name, reduction=prepared.reduction, device=str(device))
+        self._reply_tensor(request, "loss", result.loss, reply.loss, wire.LOSS, None, detached)
+        for role, g in result.gradients.items():
+            self._reply_tensor(request, role, g, reply.gradients[role], wire.GRADIENTS, role, detached)
+        return wire.Outgoing(reply, detached), elements
 
     def do(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
         """A Compute (``gradient`` False) or Gradient request's reply and its tensor element count."""
@@ -138,8 +138,6 @@ class Pipeline:
     def _check_memory(self, prepared: Prepared, device: torch.device) -> None:
         """Refuse a request whose working memory (about 4x its tensors: inputs, intermediates, gradients,
         reply) would pass the per-request cap, before allocating any of it."""
-        if not self._max_request_bytes:
-            return
         estimate = 4 * sum(t.numel() * max(t.element_size(), 4) for t in prepared.tensors.values())
         if estimate > self._max_request_bytes:
             self._metrics.reject("memory_cap")
@@ -149,8 +147,9 @@ class Pipeline:
 
     def _evaluate(self, prepared: Prepared, elements: int) -> tuple[Result, torch.device]:
         device = self._placement.device_for(elements)
+        if self._max_request_bytes:
+            self._check_memory(prepared, device)
         started = time.perf_counter()
-        self._check_memory(prepared, device)
         try:
             result = evaluate(prepared, device)
         except (torch.OutOfMemoryError, MemoryError):

@@ -26,7 +26,7 @@ from lossd.losses.errors import invalid
 from lossd.server.batching import Batcher
 from lossd.server.describe import loss_info
 from lossd.server.errors import ComputeDeadlineError, RpcFailure, ShuttingDownError, to_failure
-from lossd.server.logs import REQUEST_ID, request_id_of
+from lossd.server.logs import REQUEST_ID, given_request_id, new_request_id
 from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics, lossd_version
 from lossd.server.pipeline import Pipeline
 from lossd.server.placement import Placement
@@ -44,7 +44,7 @@ class _Call:
     """What one call's bookkeeping records as it goes."""
 
     loss: str
-    request_id: str
+    request_id: str | None
     code: grpc.StatusCode = grpc.StatusCode.OK
     elements: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -142,6 +142,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
+            request_id = request_id or new_request_id()
             failure = to_failure(exc, request_id)
             code = failure.code
             await self._abort(context, failure, request_id)
@@ -160,21 +161,30 @@ class LossServicer(pb_grpc.LossServiceServicer):
             call.code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
+            call.request_id = call.request_id or new_request_id()
             failure = to_failure(exc, call.request_id)
             call.code = failure.code
             await self._abort(context, failure, call.request_id)
         finally:
             self._end(method, call.loss, call.code, call.started, call.elements, call.request_id)
 
-    def _begin(self, method: str, context: grpc.aio.ServicerContext) -> str:
-        """Count the call in flight and tag its reply with its request id (returned)."""
+    def _begin(self, method: str, context: grpc.aio.ServicerContext) -> str | None:
+        """Count the call in flight; return its request id, and echo it in the reply's trailing metadata.
+
+        The id is the caller's x-request-id, or a new one when the access log will show it; otherwise none is
+        made unless the call fails (refusals always carry one). Trailing metadata measured at about 5% of
+        a small call's server time, spent for nobody when no one can correlate the id.
+        """
         in_flight = self._metrics.in_flight_now
         if method not in in_flight:
             self._metrics.track_in_flight(method)
         in_flight[method] += 1
         self._active += 1
-        request_id = request_id_of(context)
-        context.set_trailing_metadata(((REQUEST_ID, request_id),))
+        request_id = given_request_id(context)
+        if request_id is None and self._access_log:
+            request_id = new_request_id()
+        if request_id is not None:
+            context.set_trailing_metadata(((REQUEST_ID, request_id),))
         return request_id
 
     @staticmethod
@@ -184,7 +194,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
                             trailing_metadata=(*failure.trailing_metadata, (REQUEST_ID, request_id)))
 
     def _end(self, method: str, loss: str, code: grpc.StatusCode, started: float, elements: int,
-             request_id: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
+             request_id: str | None, bytes_in: int = 0, bytes_out: int = 0) -> None:
         self._active -= 1
         self._metrics.in_flight_now[method] -= 1
         self._last_call = time.monotonic()

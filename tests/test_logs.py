@@ -58,3 +58,35 @@ def test_refusals_carry_a_generated_request_id(client: LossClient) -> None:
     with pytest.raises(LossNotFoundError) as err:
         client.compute("no-such-loss", input=np.ones(1))
     assert re.fullmatch(r"[0-9a-f]{24}", err.value.request_id)
+
+
+def test_access_log_gives_a_call_without_an_id_a_new_one(json_server) -> None:  # type: ignore[no-untyped-def]
+    """With the access log on, a call without x-request-id gets one, in its reply and in its log line."""
+    proc, address = json_server
+    x = np.ones(3, np.float32)
+    with grpc.insecure_channel(address) as ch:
+        _, call = pb_grpc.LossServiceStub(ch).Compute.with_call(
+            pb.ComputeRequest(loss="mse", inputs={"input": raw_tensor(x), "target": raw_tensor(x)}), timeout=10)
+    made = dict(call.trailing_metadata())["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{24}", made)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert [r["method"] for r in records if r.get("request_id") == made] == ["Compute"]
+
+
+def test_success_without_an_id_or_access_log_sends_no_id(channel: grpc.Channel) -> None:
+    """No caller id and no access log: nobody could correlate a new id, so a successful reply has none."""
+    x = np.ones(3, np.float32)
+    _, call = pb_grpc.LossServiceStub(channel).Compute.with_call(
+        pb.ComputeRequest(loss="mse", inputs={"input": raw_tensor(x), "target": raw_tensor(x)}), timeout=10)
+    assert "x-request-id" not in dict(call.trailing_metadata())
+
+
+def test_callers_request_id_is_echoed_without_the_access_log(channel: grpc.Channel) -> None:
+    """A caller's x-request-id comes back in the trailing metadata whether or not calls are logged."""
+    x = np.ones(3, np.float32)
+    _, call = pb_grpc.LossServiceStub(channel).Compute.with_call(
+        pb.ComputeRequest(loss="mse", inputs={"input": raw_tensor(x), "target": raw_tensor(x)}),
+        metadata=(("x-request-id", "abc-1"),), timeout=10)
+    assert dict(call.trailing_metadata())["x-request-id"] == "abc-1"
