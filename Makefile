@@ -9,7 +9,8 @@ PYTEST_ARGS ?=
 PROTO_FILES := protos/lossd/v1/loss_service.proto
 PROTOC = $(BIN)/python -m grpc_tools.protoc -Iprotos
 
-.PHONY: install test-deps serve test fuzz soak lint protos check-protos readme bench gpu-check clean
+.PHONY: install test-deps serve test fuzz soak lint protos check-protos readme bench gpu-check wheelhouse \
+	gpu-offline clean
 
 install: $(VENV)/.installed
 
@@ -69,5 +70,27 @@ bench: install
 gpu-check: install
 	$(BIN)/python -m pytest -m cuda -v $(PYTEST_ARGS)
 
+# For a CUDA host without access to a package registry, whose Python already holds torch, numpy, grpcio,
+# protobuf, prometheus-client, pytest and matplotlib (a typical PyTorch image): `make wheelhouse` on a
+# connected machine gathers lossd's wheel and the rest, at the versions installed here, for that host's
+# Python (WHEEL_PY); copy the tree over and run `make gpu-offline` there. It installs them into
+# .offline-site (never into the image), runs the GPU tests and the benchmark's GPU mode into bench-gpu/.
+WHEEL_PY ?= 3.12
+OFFLINE_PACKAGES := grpcio grpcio-health-checking grpcio-reflection grpcio-status googleapis-common-protos \
+	pydantic pydantic-core pydantic-settings annotated-types typing-inspection python-dotenv
+wheelhouse: install
+	rm -rf wheelhouse && mkdir wheelhouse
+	$(BIN)/python -m pip wheel -q --no-deps -w wheelhouse .
+	$(BIN)/python -m pip freeze | grep -iE '^($(subst -,[-_],$(subst $(eval) ,|,$(OFFLINE_PACKAGES))))==' > wheelhouse/requirements.txt
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version $(WHEEL_PY) \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d wheelhouse -r wheelhouse/requirements.txt
+
+gpu-offline:
+	$(PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target .offline-site wheelhouse/*.whl
+	PYTHONPATH=$(CURDIR)/.offline-site $(PYTHON) -m pytest -p no:cacheprovider -m cuda -v \
+		tests/test_cuda.py tests/test_faults.py tests/test_placement.py
+	PYTHONPATH=$(CURDIR)/.offline-site $(PYTHON) -m lossd.cli bench --gpu --out bench-gpu
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache wheelhouse .offline-site bench-gpu
