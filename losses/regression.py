@@ -75,7 +75,7 @@ def _mse_value_and_grad(tensors: Tensors, params: Params, reduction: str, wrt: t
     if reduction == "none":
         loss = diff.square()
     else:
-        flat = diff.reshape(-1)
+        flat = diff if diff.dim() == 1 else diff.reshape(-1)
         loss = torch.dot(flat, flat) if flat.numel() else flat.sum()  # dot: no n-sized temporary
         loss = loss / diff.numel() if reduction == "mean" else loss
     if not wrt:
