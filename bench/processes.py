@@ -18,9 +18,11 @@ _ECHO_STARTED = re.compile(r"port=(\d+)")
 class ServerProcess:
     """A server started as a child process on loopback; stopped (SIGTERM, then SIGKILL) by its pid."""
 
-    def __init__(self, argv: Sequence[str], started: re.Pattern[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: Sequence[str], started: re.Pattern[str], env: dict[str, str] | None = None,
+                 starts: int = 1) -> None:
         self._argv = list(argv)
         self._started = started
+        self._starts = starts  # start lines to wait for: one per worker of a --workers server
         self._env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
@@ -30,11 +32,14 @@ class ServerProcess:
                                      env=self._env)
         assert self.proc.stdout is not None
         seen = []
-        for line in self.proc.stdout:  # bounded: the child prints its start line or exits
+        started = 0
+        for line in self.proc.stdout:  # bounded: the child prints its start lines or exits
             seen.append(line)
             found = self._started.search(line)
             if found:
                 self.port = int(found.group(1))
+                started += 1
+            if started == self._starts:
                 # Keep draining its output so a chatty child never blocks on a full pipe.
                 threading.Thread(target=self._drain, daemon=True).start()
                 return self
@@ -88,10 +93,13 @@ def _status_kib(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-def lossd_server(*flags: str, env: dict[str, str] | None = None) -> ServerProcess:
-    """``python -m lossd.server --port 0 --metrics-port 0 <flags>``."""
+def lossd_server(*flags: str, env: dict[str, str] | None = None, workers: int = 1) -> ServerProcess:
+    """``python -m lossd.server --port 0 --metrics-port 0 <flags>`` (``--workers N`` too when more than one;
+    it is ready once every worker is serving)."""
     argv = [sys.executable, "-m", "lossd.server", "--port", "0", "--metrics-port", "0", *flags]
-    return ServerProcess(argv, _LOSSD_STARTED, env)
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    return ServerProcess(argv, _LOSSD_STARTED, env, starts=workers)
 
 
 # The echo gets the same allocator tuning that lossd applies to itself (see lossd.server.memory), so the
