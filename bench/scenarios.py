@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lossd.bench.echo import METHOD
-from lossd.bench.measure import paired_latency, paired_throughput
+from lossd.bench.measure import PairedThroughput, paired_latency, paired_throughput
 from lossd.bench.processes import ServerProcess, echo_server, lossd_server
 from lossd.client import LossClient
 from lossd.client._codec import encode_array
@@ -102,15 +102,20 @@ def mse_small_latency(ctx: Context) -> Row:
     return Row("MSE 1K floats, c=1", "ms", ours * 1e3, echo * 1e3, floor * 1e3, ratio, "<= 1.5x echo", ratio <= 1.5)
 
 
-def mse_small_throughput(ctx: Context) -> Row:
-    """MSE over 1K floats from 16 concurrent callers: requests per second."""
+def _small_throughput(ctx: Context, client: LossClient) -> PairedThroughput:
+    """MSE over 1K floats from 16 concurrent callers through ``client``, paired with the echo."""
     rng = np.random.default_rng(0)
     x, y = rng.random(1024, np.float32), rng.random(1024, np.float32)
     n, budget = (3000, 10.0) if ctx.quick else (14000, 40.0)
-    paired = paired_throughput([
-        lambda: ctx.client.compute("mse", input=x, target=y),
+    return paired_throughput([
+        lambda: client.compute("mse", input=x, target=y),
         _echo(ctx, _request("Compute", "mse", input=x, target=y), "Compute"),
     ], 16, n, budget)
+
+
+def mse_small_throughput(ctx: Context) -> Row:
+    """MSE over 1K floats from 16 concurrent callers: requests per second."""
+    paired = _small_throughput(ctx, ctx.client)
     ours, echo = paired.medians
     ratio = paired.ratio()
     return Row("MSE 1K floats, c=16", "req/s", ours, echo, None, ratio, ">= 0.6x echo", ratio >= 0.6)
@@ -119,16 +124,10 @@ def mse_small_throughput(ctx: Context) -> Row:
 def mse_small_throughput_workers(ctx: Context) -> Row:
     """The c=16 scenario against ``--workers N`` (N = cores, 2 to 4) with a client of N channels: what the
     multi-core set-up adds. Informational: the target is judged on the single-process row."""
-    rng = np.random.default_rng(0)
-    x, y = rng.random(1024, np.float32), rng.random(1024, np.float32)
-    n, budget = (3000, 10.0) if ctx.quick else (14000, 40.0)
     workers = min(4, max(2, os.cpu_count() or 1))  # each worker holds its own torch: a few suffice here
     with lossd_server("--device", "cpu", workers=workers) as server, \
             LossClient(server.address, timeout=120, channels=workers) as client:
-        paired = paired_throughput([
-            lambda: client.compute("mse", input=x, target=y),
-            _echo(ctx, _request("Compute", "mse", input=x, target=y), "Compute"),
-        ], 16, n, budget)
+        paired = _small_throughput(ctx, client)
     ours, echo = paired.medians
     return Row(f"MSE 1K floats, c=16, {workers} workers + {workers} channels", "req/s", ours, echo, None,
                paired.ratio(), "informational (target: row above)", None)

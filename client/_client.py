@@ -16,7 +16,6 @@ from lossd.client._codec import (
     append_plain,
     decode_array,
     encode_param,
-    is_tensor_like,
     split_arguments,
     tensor_parts,
 )
@@ -249,13 +248,9 @@ class LossClient:
         tensors, other byte orders or layouts, shared memory, streaming), for the general path."""
         if self._shm is not None:
             return None
-        tensors = dict(inputs) if inputs else {}
-        given = dict(params) if params else {}
-        for name, value in arguments.items():
-            if is_tensor_like(value):
-                tensors[name] = value
-            else:
-                given[name] = value
+        kw_inputs, kw_params = split_arguments(arguments)
+        tensors = {**(inputs or {}), **kw_inputs}
+        given = {**(params or {}), **kw_params}
         key = (cls, loss, reduction, wrt)
         head = None if given else self._heads.get(key)
         if head is None:

@@ -84,11 +84,7 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int, raw: memoryview
     if shape and (len(shape) > _MAX_DIMS or min(shape) < 0 or max(shape) > max_elements):
         _refuse_shape(shape, where, max_elements)
     numel = math.prod(shape)  # Python ints: no overflow, however absurd the claim
-    if numel > max_elements:
-        raise ResourceLimitError(
-            f"{where} claims {numel} elements; this server accepts at most {max_elements} per tensor",
-            [FieldViolation(f"{where}.shape", f"{numel} elements exceeds the limit of {max_elements}")],
-        )
+    _check_numel(numel, where, max_elements)
     data = raw if raw else msg.raw_data  # (reading raw_data copies it: read it once)
     lists = msg.float_val or msg.double_val or msg.int64_val or msg.bool_val
     if data and not lists and not msg.HasField("shm"):  # the common case: raw bytes only
@@ -111,6 +107,14 @@ def decode_tensor(msg: pb.Tensor, where: str, max_elements: int, raw: memoryview
     return _from_list(getattr(msg, content), content, dtype, shape, numel, where)
 
 
+def _check_numel(numel: int, where: str, max_elements: int) -> None:
+    if numel > max_elements:
+        raise ResourceLimitError(
+            f"{where} claims {numel} elements; this server accepts at most {max_elements} per tensor",
+            [FieldViolation(f"{where}.shape", f"{numel} elements exceeds the limit of {max_elements}")],
+        )
+
+
 def _refuse_shape(shape: tuple[int, ...], where: str, max_elements: int) -> None:
     """Raise the refusal for a shape with too many dimensions, a negative one, or one too long."""
     if len(shape) > _MAX_DIMS:
@@ -119,11 +123,7 @@ def _refuse_shape(shape: tuple[int, ...], where: str, max_elements: int) -> None
         if d < 0:
             raise invalid(f"{where}.shape[{i}]", f"{d} is negative; dimensions are >= 0")
     numel = math.prod(shape)
-    if numel > max_elements:
-        raise ResourceLimitError(
-            f"{where} claims {numel} elements; this server accepts at most {max_elements} per tensor",
-            [FieldViolation(f"{where}.shape", f"{numel} elements exceeds the limit of {max_elements}")],
-        )
+    _check_numel(numel, where, max_elements)
     # Per dimension too: an empty tensor with a 2**40 x 2**40 tail has 0 elements, yet torch
     # would overflow computing its strides.
     for i, d in enumerate(shape):
@@ -203,8 +203,7 @@ def fill_outgoing(msg: pb.Tensor, tensor: torch.Tensor, encoding: int, field: in
     t = tensor.detach().contiguous()
     msg.dtype = TORCH_TO_WIRE[t.dtype]
     msg.shape.extend(t.shape)
-    into.append(wire.Detached(field, key, pb.Tensor(dtype=msg.dtype, shape=t.shape),
-                              t.reshape(-1).view(torch.uint8).numpy()))
+    into.append(wire.Detached(field, key, msg, t.reshape(-1).view(torch.uint8).numpy()))  # msg: dtype, shape
 
 
 def decode_params(params: Mapping[str, pb.ParamValue]) -> dict[str, Any]:
