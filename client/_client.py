@@ -16,8 +16,10 @@ from lossd.client._codec import (
     append_plain,
     decode_array,
     encode_param,
+    reply_bound,
     split_arguments,
     tensor_parts,
+    wire_dtype,
 )
 from lossd.client._errors import from_rpc_error
 from lossd.client._shm import SharedArrays
@@ -68,8 +70,8 @@ class LossClient:
         is sent as ``authorization: Bearer <token>`` on every call. ``channels`` > 1 opens that many
         connections and spreads calls over them in turn (a server started with ``--workers N`` gets one
         worker per connection, so this is what puts every worker to use). Requests whose tensors add up to
-        more than ``stream_mb`` MiB go in chunks over the streaming RPCs (and so may exceed the message
-        limit); the answer is the same. ``shared_memory`` uses the
+        more than ``stream_mb`` MiB, or whose reply may (an unreduced loss, gradients), go in chunks over
+        the streaming RPCs (and so may exceed the message limit); the answer is the same. ``shared_memory`` uses the
         same-host path of a server started with ``--shm-prefix`` (``shm_prefix`` must match): large
         tensors travel through POSIX shared memory, and :meth:`shared_array` makes arrays that need
         no copy at all.
@@ -135,7 +137,7 @@ class LossClient:
         else:
             request = pb.ComputeRequest(loss=loss, reduction=reduction)
             detached = self._fill(request, inputs, params, arguments)
-            if _payload(detached) > self._stream_bytes:
+            if self._too_large(request, detached, gradient=False):
                 parsed = self._stream("compute", request, detached, timeout)
             else:
                 parsed = self._call(next(self._computes), wire.serialize(request, detached), timeout)
@@ -176,7 +178,7 @@ class LossClient:
                 meta, data = tensor_parts(grad_output)
                 detached.append(wire.Detached(wire.GRAD_OUTPUT, None, meta, data))
             outputs = self._shared_outputs(request, loss, {**(inputs or {}), **arguments}, out or {})
-            if _payload(detached) > self._stream_bytes:
+            if self._too_large(request, detached, gradient=True):
                 parsed = self._stream("gradient", request, detached, timeout)
             else:
                 parsed = self._call(next(self._gradients), wire.serialize(request, detached), timeout)
@@ -267,7 +269,20 @@ class LossClient:
             total = -1 if more < 0 else total + more
         if total < 0 or total > self._stream_bytes:
             return None
+        # Every element is a byte at least, so the reply's bound needs working out only for large requests.
+        if total * 8 + 8 > self._stream_bytes and reply_bound(
+                ((wire_dtype(a), a.shape) for a in tensors.values()), cls is pb.GradientRequest,
+                reduction) > self._stream_bytes:
+            return None
         return b"".join(parts)
+
+    def _too_large(self, request: Any, detached: list[wire.Detached], gradient: bool) -> bool:
+        """Whether a request, or the reply it may get, is over ``stream_mb``: then it goes over the streams."""
+        if _payload(detached) > self._stream_bytes:
+            return True
+        tensors = [(t.dtype, tuple(t.shape)) for t in request.inputs.values()]
+        tensors += [(d.meta.dtype, tuple(d.meta.shape)) for d in detached if d.field == wire.INPUTS]
+        return reply_bound(tensors, gradient, request.reduction) > self._stream_bytes
 
     def _fill(self, request: Any, inputs: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
               arguments: Mapping[str, Any]) -> list[wire.Detached]:

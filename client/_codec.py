@@ -6,8 +6,9 @@ through its own ``.numpy()``, so the client runs where torch is not installed.
 
 from __future__ import annotations
 
+import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,11 @@ def tensor_parts(value: Any) -> tuple[pb.Tensor, np.ndarray]:
     return pb.Tensor(dtype=wire, shape=list(array.shape)), little.reshape(array.shape)
 
 
+def wire_dtype(array: np.ndarray) -> int:
+    """The wire dtype of a plain numpy array (one :func:`append_plain` accepted)."""
+    return _NUMPY_TO_WIRE[array.dtype]
+
+
 def append_plain(parts: list[Any], field: int, arrays: Mapping[str | None, Any]) -> int:
     """Append each array of ``arrays`` (map key → array; key None for a singular field) to ``parts`` as
     field ``field`` of a message, framing and buffer, and return their bytes; or -1, appending nothing
@@ -77,6 +83,26 @@ def append_plain(parts: list[Any], field: int, arrays: Mapping[str | None, Any])
         parts += (wire.tensor_head(field, key, wire_dtype, a.shape, a.nbytes), a)  # the bytes join copies once
         total += a.nbytes
     return total
+
+
+_FLOAT_WIRE = {pb.DTYPE_FLOAT32: 4, pb.DTYPE_FLOAT64: 8, pb.DTYPE_FLOAT16: 2, pb.DTYPE_BFLOAT16: 2}
+
+
+def reply_bound(tensors: Iterable[tuple[int, tuple[int, ...]]], gradient: bool, reduction: str) -> int:
+    """An upper bound on the tensor bytes of the reply to a request whose tensors are ``tensors``
+    ((wire dtype, shape) pairs): gradients are shaped like their float inputs, and an unreduced loss has
+    at most as many elements as the largest input (in the widest float dtype sent, float32 at least).
+    Used to send over the streaming RPCs a request whose reply would not fit one message."""
+    largest = gradients = 0
+    width = 4
+    for dtype, shape in tensors:
+        numel = math.prod(shape)
+        largest = max(largest, numel)
+        size = _FLOAT_WIRE.get(dtype)
+        if size is not None:
+            width = max(width, size)
+            gradients += numel * size
+    return (largest * width if reduction == "none" else 8) + (gradients if gradient else 0)
 
 
 def encode_array(value: Any) -> pb.Tensor:

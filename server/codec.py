@@ -194,16 +194,19 @@ def fill_tensor(msg: pb.Tensor, tensor: torch.Tensor, encoding: int = pb.ENCODIN
         msg.raw_data = data.numpy().tobytes()
 
 
-def fill_outgoing(msg: pb.Tensor, tensor: torch.Tensor, encoding: int, field: int, key: str | None,
-                  into: list[wire.Detached]) -> None:
-    """Write a reply tensor into ``msg``; a large raw one goes to ``into`` instead, sent without a copy."""
+def detached_tensor(tensor: torch.Tensor, encoding: int, field: int, key: str | None) -> wire.Detached | None:
+    """A large raw reply tensor, to be appended to the reply without a copy; None when it belongs in the
+    reply message itself (small, or sent as a typed list: fill it with :func:`fill_tensor`).
+
+    A detached tensor is the only occurrence of its field on the wire: its ``meta`` carries dtype and shape,
+    and the reply message must leave that field unset. (Protobuf merges two occurrences of a singular
+    message field and concatenates their repeated ``shape``.)
+    """
     if encoding == pb.ENCODING_VALUES or tensor.numel() * tensor.element_size() < wire.DETACH_BYTES:
-        fill_tensor(msg, tensor, encoding)
-        return
+        return None
     t = tensor.detach().contiguous()
-    msg.dtype = TORCH_TO_WIRE[t.dtype]
-    msg.shape.extend(t.shape)
-    into.append(wire.Detached(field, key, msg, t.reshape(-1).view(torch.uint8).numpy()))  # msg: dtype, shape
+    meta = pb.Tensor(dtype=TORCH_TO_WIRE[t.dtype], shape=t.shape)
+    return wire.Detached(field, key, meta, t.reshape(-1).view(torch.uint8).numpy())
 
 
 def decode_params(params: Mapping[str, pb.ParamValue]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from lossd.losses import (
 from lossd.losses.batching import batch_key
 from lossd.losses.errors import invalid
 from lossd.server.batching import Batcher
-from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, fill_outgoing
+from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, detached_tensor, fill_tensor
 from lossd.server.metrics import ServerMetrics
 from lossd.server.placement import Placement
 from lossd.server.shm import SharedMemoryAccess
@@ -60,15 +60,21 @@ class Pipeline:
                                     self._shm)
                 for name, msg in parsed.message.inputs.items()}
 
-    def _reply_tensor(self, request: Any, key: str, tensor: torch.Tensor, msg: pb.Tensor, field: int,
+    def _reply_tensor(self, request: Any, key: str, tensor: torch.Tensor, reply: Any, field: int,
                       map_key: str | None, detached: list[wire.Detached]) -> None:
-        """Fill the reply's tensor ``msg``: written to the request's shared-memory region for ``key``, or sent."""
+        """Put the reply tensor for ``key``: written to the request's shared-memory region for it, appended to
+        the reply without a copy (``detached``, and then absent from ``reply``), or filled into ``reply``."""
         if request.output_shm and key in request.output_shm:
             region = request.output_shm[key]
             self._shm.write(region, f"output_shm[{key}]", tensor)
-            msg.CopyFrom(pb.Tensor(dtype=TORCH_TO_WIRE[tensor.dtype], shape=list(tensor.shape), shm=region))
+            _slot(reply, map_key).CopyFrom(pb.Tensor(dtype=TORCH_TO_WIRE[tensor.dtype], shape=list(tensor.shape),
+                                                     shm=region))
             return
-        fill_outgoing(msg, tensor, request.response_encoding, field, map_key, detached)
+        large = detached_tensor(tensor, request.response_encoding, field, map_key)
+        if large is not None:
+            detached.append(large)
+        else:
+            fill_tensor(_slot(reply, map_key), tensor, request.response_encoding)
 
     @staticmethod
     def _check_output_keys(request: Any, allowed: tuple[str, ...]) -> None:
@@ -108,9 +114,9 @@ class Pipeline:
         gradient = not isinstance(request, pb.ComputeRequest)
         reply = (pb.GradientResponse if gradient else pb.ComputeResponse)(
             loss_name=prepared.spec.name, reduction=prepared.reduction, device=str(device))
-        self._reply_tensor(request, "loss", result.loss, reply.loss, wire.LOSS, None, detached)
+        self._reply_tensor(request, "loss", result.loss, reply, wire.LOSS, None, detached)
         for role, g in result.gradients.items():
-            self._reply_tensor(request, role, g, reply.gradients[role], wire.GRADIENTS, role, detached)
+            self._reply_tensor(request, role, g, reply, wire.GRADIENTS, role, detached)
         return wire.Outgoing(reply, detached), elements
 
     def do(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
@@ -159,3 +165,8 @@ class Pipeline:
             raise ResourceLimitError(f"out of memory on {device} for this request; send a smaller batch") from None
         self._metrics.computed(device, time.perf_counter() - started)
         return result, device
+
+
+def _slot(reply: Any, map_key: str | None) -> pb.Tensor:
+    """The reply's tensor field: ``loss``, or ``gradients[map_key]`` (created by this access)."""
+    return reply.loss if map_key is None else reply.gradients[map_key]

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from lossd.losses import (
+    FieldViolation,
     Registry,
     ResourceLimitError,
 )
@@ -78,6 +79,8 @@ class LossServicer(pb_grpc.LossServiceServicer):
         self._last_call = 0.0
         self._access_log = access_log
         self._chunk_bytes = min(CHUNK_BYTES, max(1, max_elements // 2))  # max_elements: the message limit
+        # The largest reply a unary call may carry: the message limit less room for framing and metadata.
+        self._max_reply_bytes = max(0, max_elements - _REPLY_SLACK)
 
     async def Compute(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
         return await self._serve("Compute", request.message.loss, request, context, self._compute)
@@ -137,6 +140,8 @@ class LossServicer(pb_grpc.LossServiceServicer):
                 loop = asyncio.get_running_loop()
                 response, elements = await self._bounded(loop.run_in_executor(self._executor, timed, request))
             bytes_out = _reply_bytes(response)
+            if bytes_out > self._max_reply_bytes:
+                raise _reply_too_large(method, bytes_out, self._max_reply_bytes)
             return response
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -258,6 +263,19 @@ class LossServicer(pb_grpc.LossServiceServicer):
         request = parsed.message
         specs = [self._registry.get(request.name)] if request.name else list(self._registry)
         return pb.ListLossesResponse(losses=[loss_info(s) for s in specs], server=self._server_info), 0
+
+
+_REPLY_SLACK = 64 * 1024
+
+
+def _reply_too_large(method: str, size: int, limit: int) -> ResourceLimitError:
+    """The refusal of a unary reply over the message limit (grpc would fail it with a bare "Sent message
+    larger than max"): it names the way that carries replies of any size."""
+    return ResourceLimitError(
+        f"the reply holds {size} bytes of tensors, over this server's unary message limit of {limit}; "
+        f"send the request over {method}Stream, which carries replies of any size in chunks",
+        [FieldViolation("inputs", f"the reply to these inputs ({size} bytes) does not fit one message; "
+                                  f"use {method}Stream")])
 
 
 def _reply_bytes(response: Any) -> int:

@@ -74,7 +74,11 @@ async def receive(parts: AsyncIterator[wire.Parsed | wire.Chunk], kind: str, max
 def reply_parts(outgoing: wire.Outgoing, kind: str,
                 chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes | pb.StreamResponse]:
     """The reply as stream parts: the response (large tensors without content), then their chunks."""
-    yield pb.StreamResponse(**{kind: outgoing.message})
+    header = pb.StreamResponse(**{kind: outgoing.message})
+    reply = getattr(header, kind)
+    for d in outgoing.detached:  # the header declares each streamed tensor: dtype and shape, no content
+        (reply.loss if d.field == wire.LOSS else reply.gradients[d.key]).CopyFrom(d.meta)
+    yield header
     for d in outgoing.detached:
         name = "loss" if d.field == wire.LOSS else f"gradients/{d.key}"
         data = memoryview(d.raw).cast("B") if memoryview(d.raw).nbytes else memoryview(b"")

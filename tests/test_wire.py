@@ -132,3 +132,15 @@ def test_tensor_head_framing_matches_protobuf(key: str | None, shape: list[int],
     target = expected.grad_output if key is None else expected.inputs[key]
     target.CopyFrom(pb.Tensor(dtype=pb.DTYPE_UINT8, shape=shape, raw_data=payload))
     assert pb.GradientRequest.FromString(encoded) == expected
+
+
+@pytest.mark.parametrize("field, key", [(pb.GradientResponse.DESCRIPTOR.fields_by_name["loss"].number, None),
+                                        (pb.GradientResponse.DESCRIPTOR.fields_by_name["gradients"].number, "input")],
+                         ids=["singular", "map"])
+def test_serialize_refuses_a_detached_tensor_also_held_by_the_message(field: int, key: str | None) -> None:
+    """A tensor both in the message and detached would reach decoders twice (a singular one with its shape
+    doubled by protobuf's merge): serialize raises instead of sending it."""
+    message = pb.GradientResponse(loss=pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=[2]))
+    message.gradients["input"].CopyFrom(pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=[2]))
+    with pytest.raises(ValueError, match="both in the message and detached"):
+        wire.serialize(message, [wire.Detached(field, key, pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=[2]), b"\0" * 8)])

@@ -91,15 +91,29 @@ class Detached:
 
 
 def serialize(message: Message, detached: Sequence[Detached] = ()) -> bytes:
-    """``message`` serialized, then each detached tensor appended with its raw bytes copied once."""
+    """``message`` serialized, then each detached tensor appended with its raw bytes copied once.
+
+    A detached tensor must be the only occurrence of its field (or map key): were ``message`` to hold it
+    too, a decoder would merge the two and concatenate their ``shape``. Such a call raises ValueError.
+    """
     if not detached:
         return message.SerializeToString()
+    for d in detached:
+        _check_absent(message, d)
     parts: list[Any] = [message.SerializeToString()]
     for d in detached:
         view = memoryview(d.raw)
         raw = view.cast("B") if view.nbytes else b""  # (an empty view has no byte layout to cast)
         parts += [_framing(d.field, d.key, d.meta.SerializeToString(), len(raw)), raw]
     return b"".join(parts)
+
+
+def _check_absent(message: Message, d: Detached) -> None:
+    name = message.DESCRIPTOR.fields_by_number[d.field].name
+    held = d.key in getattr(message, name) if d.key is not None else message.HasField(name)
+    if held:
+        where = name if d.key is None else f"{name}[{d.key}]"
+        raise ValueError(f"{where} is both in the message and detached; a detached tensor must be its only copy")
 
 
 @functools.lru_cache(maxsize=1024)
