@@ -14,6 +14,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lossd.cli.health import main as health_main
 
         return health_main(args_list[1:])
+    if args_list[:1] == ["score"]:  # scoring on servers needs no torch: load none until it scores here
+        from lossd.scoring.cli import main as score_main
+
+        return score_main(args_list[1:])
     from lossd.cli.health import add_health_command
     from lossd.server import cli as server_cli
 
@@ -27,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_arguments(bench)
     bench.set_defaults(handler=run)
+    from lossd.scoring.cli import add_arguments as add_score_arguments
+
+    add_score_arguments(sub.add_parser("score", help="the loss of every row of a dataset (Parquet, CSV, ...)"))
     soak = sub.add_parser("soak", help="many concurrent clients for a while; reports errors, latency, RSS, fds")
     soak.add_argument("--seconds", type=float, default=60.0)
     soak.add_argument("--clients", type=int, default=64)

@@ -68,6 +68,7 @@ def _check_uncertainty(tensors: Tensors, params: Params) -> None:
 
 UNCERTAINTY_WEIGHTING = LossSpec(
     name="uncertainty_weighting",
+    row_wise=False,
     summary="Multi-task total loss weighted by learned task uncertainty (Kendall et al. 2018).",
     formula="sum_t 0.5*exp(-s_t)*L_t + 0.5*s_t (kendall; exp(-s_t)*L_t for classification tasks); "
     "simplified: sum_t exp(-s_t)*L_t + s_t",

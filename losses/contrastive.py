@@ -141,6 +141,7 @@ _LABELS = Role("labels", (Kind.INDEX,), "(M,) integers", "class labels; samples 
 SPECS = (
     LossSpec(
         name="nt_xent",
+        row_wise=False,
         summary="NT-Xent (SimCLR) over labelled embeddings: mean over positive pairs of a softmax against negatives.",
         formula="l_ap = -log(exp(s_ap) / (exp(s_ap) + sum_{n: y_n != y_a} exp(s_an))); s = cos/tau; "
         "mean over ordered positive pairs (a != p, y_a = y_p)",
@@ -157,6 +158,7 @@ SPECS = (
     ),
     LossSpec(
         name="circle",
+        row_wise=False,
         summary="Circle loss (pair-label form) with self-paced weights on cosine similarities.",
         formula="l_i = softplus(lse_p(-gamma*a_p*(s_ip - 1 + m)) + lse_n(gamma*a_n*(s_in - m))); "
         "a_p = [1 + m - s_ip]+, a_n = [s_in + m]+ detached; mean over all anchors",

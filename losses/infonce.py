@@ -113,6 +113,7 @@ def _check_moco(tensors: Tensors, params: Params) -> None:
 SPECS = (
     LossSpec(
         name="info_nce",
+        row_wise=False,
         summary="The tutorial's InfoNCE: positives are the cyclic neighbours i-1 and i+1 in the batch.",
         formula="l_i = -log(sum_{j in {i-1, i+1} mod N} exp(s_ij) / D_i); s_ij = cos(f_i, f_j)/tau; "
         "D_i = sum_{k != i} exp(s_ik) (all_non_self) or that plus the positives' sum again (seed)",
@@ -138,6 +139,7 @@ SPECS = (
     ),
     LossSpec(
         name="moco_info_nce",
+        row_wise=False,
         summary="MoCo InfoNCE: cross-entropy of [q.k, q.queue^T]/tau against label 0.",
         formula="l_i = -log(exp(q_i.k_i/tau) / (exp(q_i.k_i/tau) + sum_j exp(q_i.u_j/tau))), L2-normalised rows",
         fn=moco_info_nce,

@@ -124,6 +124,7 @@ def _ctc_shape(tensors: Tensors, params: Params) -> tuple[int, ...]:
 SPECS = (
     LossSpec(
         name="ctc",
+        row_wise=False,
         summary="Connectionist temporal classification: -log of the total probability of every alignment of "
         "the target.",
         formula="l_n = -log sum_{alignments a -> y_n} prod_t exp(log_probs[t, n, a_t]); mean = "

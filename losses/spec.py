@@ -152,6 +152,10 @@ class LossSpec:
     # Whether requests may be batched (lossd.losses.batching): the unreduced loss lines up with dim 0
     # of input and target, and "mean" is its plain mean.
     batchable: bool = False
+    # Whether, under reduction "none", dim 0 of the loss indexes the rows (samples) of the inputs' dim 0 and each
+    # row's value depends on that row alone, so that a dataset scored in batches gives every row its own loss.
+    # False where rows are coupled (contrastive batches, multi-task weights) or not on dim 0 (time-major CTC).
+    row_wise: bool = True
     _roles_by_name: dict[str, Role] = field(init=False, repr=False, compare=False)
     _params_by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
 

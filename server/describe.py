@@ -65,6 +65,7 @@ def loss_info(spec: LossSpec) -> pb.LossInfo:
         default_reduction=spec.default_reduction,
         default_wrt=list(spec.default_wrt),
         notes=spec.notes,
+        row_wise=spec.row_wise,
         presets=[
             pb.AliasPreset(alias=alias, params={k: param_value(v) for k, v in preset.items()})
             for alias, preset in spec.presets.items()

@@ -285,7 +285,7 @@ class ServerInfo(_message.Message):
     def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., gpu_min_elements: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., shm_prefix: _Optional[str] = ...) -> None: ...
 
 class LossInfo(_message.Message):
-    __slots__ = ("name", "aliases", "summary", "formula", "inputs", "params", "reductions", "default_reduction", "default_wrt", "notes", "presets")
+    __slots__ = ("name", "aliases", "summary", "formula", "inputs", "params", "reductions", "default_reduction", "default_wrt", "notes", "presets", "row_wise")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +297,7 @@ class LossInfo(_message.Message):
     DEFAULT_WRT_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
     PRESETS_FIELD_NUMBER: _ClassVar[int]
+    ROW_WISE_FIELD_NUMBER: _ClassVar[int]
     name: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     summary: str
@@ -308,7 +309,8 @@ class LossInfo(_message.Message):
     default_wrt: _containers.RepeatedScalarFieldContainer[str]
     notes: str
     presets: _containers.RepeatedCompositeFieldContainer[AliasPreset]
-    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[RoleInfo, _Mapping]]] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., reductions: _Optional[_Iterable[str]] = ..., default_reduction: _Optional[str] = ..., default_wrt: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[AliasPreset, _Mapping]]] = ...) -> None: ...
+    row_wise: bool
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[RoleInfo, _Mapping]]] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., reductions: _Optional[_Iterable[str]] = ..., default_reduction: _Optional[str] = ..., default_wrt: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[AliasPreset, _Mapping]]] = ..., row_wise: _Optional[bool] = ...) -> None: ...
 
 class AliasPreset(_message.Message):
     __slots__ = ("alias", "params")
