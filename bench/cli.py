@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--readme", type=Path, help="also write the table and picture into this README")
     parser.add_argument("--gpu", action="store_true", help="add the heavy end-to-end scenarios on CUDA "
                         "(CE 4096x32000, InfoNCE 8192x512, MSE 128M); needs a CUDA device")
+    parser.add_argument("--no-scoring", action="store_true", help="leave out the batch-scoring datasets "
+                        "(they write about 1 GB of Parquet to the temporary folder)")
     parser.add_argument("--gpu-device", default="cuda:0", help=argparse.SUPPRESS)  # "cpu": smoke-test the code
 
 
@@ -33,15 +35,15 @@ def run(args: argparse.Namespace) -> int:
     if args.gpu and args.gpu_device.startswith("cuda") and not torch.cuda.is_available():
         print("lossd bench --gpu needs a CUDA device; none is available here", file=sys.stderr)
         return 2
-    rows, sweep = run_cpu(args.quick)
+    rows, sweep, scored = run_cpu(args.quick, scoring=not args.no_scoring)
     gpu_rows = run_gpu(args.quick, args.gpu_device) if args.gpu else []
     table = report.markdown(rows, host)
     if gpu_rows:
         table += "\n" + report.markdown(gpu_rows, host, gpu=True)
     sys.stdout.write(table)
     (args.out / "table.md").write_text(table)
-    report.write_json(args.out / "results.json", rows, sweep, host, gpu_rows)
-    drawn = report.write_png(args.out / "sweep.png", sweep, host)
+    report.write_json(args.out / "results.json", rows, sweep, host, gpu_rows, scored)
+    drawn = report.write_png(args.out / "sweep.png", sweep, host, scored)
     if drawn:
         print(f"wrote {args.out / 'sweep.png'}")
     if args.readme:

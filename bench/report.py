@@ -70,14 +70,17 @@ def markdown(rows: list[Row], host: dict[str, Any], gpu: bool = False) -> str:
 
 
 def write_json(path: Path, rows: list[Row], sweep: list[dict[str, float]], host: dict[str, Any],
-               gpu: list[Row] | None = None) -> None:
+               gpu: list[Row] | None = None, scoring: list[dict[str, Any]] | None = None) -> None:
     """Everything measured, machine-readable."""
-    record = {"machine": host, "rows": as_dicts(rows), "sweep": sweep, "gpu": as_dicts(gpu or [])}
+    record = {"machine": host, "rows": as_dicts(rows), "sweep": sweep, "gpu": as_dicts(gpu or []),
+              "scoring": scoring or []}
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def write_png(path: Path, sweep: list[dict[str, float]], host: dict[str, Any]) -> bool:
-    """Latency and throughput against tensor size; False when matplotlib is not installed."""
+def write_png(path: Path, sweep: list[dict[str, float]], host: dict[str, Any],
+              scoring: list[dict[str, Any]] | None = None) -> bool:
+    """Latency and throughput against tensor size, and (with ``scoring``) rows/s of each batch-scoring path;
+    False when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -86,7 +89,8 @@ def write_png(path: Path, sweep: list[dict[str, float]], host: dict[str, Any]) -
     except ImportError:
         return False
     sizes = [s["elements"] for s in sweep]
-    fig, (lat, tput) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3 if scoring else 2, figsize=(16.5 if scoring else 11, 4.2))
+    lat, tput = axes[0], axes[1]
     for key, label, style in (("echo_s", "raw-bytes echo (ceiling)", "k--"), ("lossd_s", "lossd", "C0o-"),
                               ("floor_s", "torch in-process (floor)", "C2s:")):
         lat.plot(sizes, [s[key] * 1e3 for s in sweep], style, label=label)
@@ -100,11 +104,28 @@ def write_png(path: Path, sweep: list[dict[str, float]], host: dict[str, Any]) -
     tput.set_yscale("log")
     tput.set_ylabel("request MiB/s")
     lat.legend()
+    if scoring:
+        _scoring_panel(axes[2], scoring)
     fig.suptitle(f"lossd vs the gRPC ceiling — {host['cpu']}, {host['cores']} cores, {host['date']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _scoring_panel(ax: Any, scoring: list[dict[str, Any]]) -> None:
+    """Grouped bars: rows/s of each path, per dataset."""
+    paths = ("naive", "in-process", "floor", "remote", "ceiling")
+    labels = [f"({r['dataset']}) {r['loss']}" + (" +grad" if r["gradients"] else "") for r in scoring]
+    width = 0.16
+    for i, path in enumerate(paths):
+        values = [r["rows_per_s"].get(path, 0.0) for r in scoring]
+        ax.bar([j + (i - 2) * width for j in range(len(scoring))], values, width, label=path)
+    ax.set_xticks(range(len(scoring)), labels, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("rows/s (lossd score and its references)")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 BENCH_START, BENCH_END = "<!-- bench:start (written by `make bench`) -->", "<!-- bench:end -->"

@@ -217,8 +217,11 @@ def size_sweep(ctx: Context) -> list[dict[str, float]]:
     return out
 
 
-def run_cpu(quick: bool) -> tuple[list[Row], list[dict[str, float]]]:
-    """Every CPU scenario, servers started and stopped here."""
+def run_cpu(quick: bool, scoring: bool = True) -> tuple[list[Row], list[dict[str, float]], list[dict[str, Any]]]:
+    """Every CPU scenario, servers started and stopped here: the rows, the size sweep and the batch-scoring
+    figures (``scoring`` False leaves those out)."""
+    from lossd.bench.scoring import memory_growth, rows_of, run_scoring
+
     with lossd_server("--device", "cpu", "--shm-prefix", SHM_PREFIX) as server, echo_server() as echo, \
             LossClient(server.address, timeout=120, max_message_mb=1024) as client, \
             grpc.insecure_channel(server.address, options=_OPTIONS) as lossd_channel, \
@@ -228,8 +231,11 @@ def run_cpu(quick: bool) -> tuple[list[Row], list[dict[str, float]]]:
         rows = [mse_small_latency(ctx), mse_small_throughput(ctx), mse_small_throughput_workers(ctx),
                 mse_large_gradient(ctx), ce_gradient(ctx), shared_memory_throughput(ctx)]
         sweep = size_sweep(ctx)
+        scored = run_scoring(server.address, ctx.stub, ctx.echo_call, quick) if scoring else []
     rows.append(memory_per_request(quick))
-    return rows, sweep
+    if scoring:
+        rows += rows_of(scored, *memory_growth(quick), Row)
+    return rows, sweep, scored
 
 
 def as_dicts(rows: list[Row]) -> list[dict[str, Any]]:

@@ -73,7 +73,7 @@ def _mse_value_and_grad(tensors: Tensors, params: Params, reduction: str, wrt: t
     """
     diff = tensors["input"] - tensors["target"]
     if reduction == "none":
-        loss = diff.square()
+        loss = diff.square() if wrt else diff.square_()  # without a gradient, diff is not needed again
     else:
         flat = diff if diff.dim() == 1 else diff.reshape(-1)
         loss = torch.dot(flat, flat) if flat.numel() else flat.sum()  # dot: no n-sized temporary

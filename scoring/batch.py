@@ -48,12 +48,19 @@ class Scored:
 
     loss: np.ndarray
     grads: dict[str, np.ndarray]
-    errors: list[str | None]
+    errors: dict[int, str] = field(default_factory=dict)  # row -> why it was refused
+
+    @property
+    def rows(self) -> int:
+        """Rows in the batch."""
+        return len(self.loss)
 
     @property
     def refused(self) -> np.ndarray:
         """True for the rows that got no score."""
-        return np.array([e is not None for e in self.errors], dtype=bool)
+        mask = np.zeros(self.rows, dtype=bool)
+        mask[list(self.errors)] = True
+        return mask
 
 
 def tensors_of(plan: Plan, table: pa.Table) -> dict[str, np.ndarray]:
@@ -118,7 +125,7 @@ def score(plan: Plan, engine: Any, table: pa.Table) -> Scored:
     row gets a null loss and its error text."""
     try:
         loss, grads = _attempt(plan, engine, table, plan.gradients)
-        return Scored(loss, grads, [None] * table.num_rows)
+        return Scored(loss, grads)
     except DataError:
         if plan.on_error == "stop":
             raise
@@ -127,7 +134,7 @@ def score(plan: Plan, engine: Any, table: pa.Table) -> Scored:
             raise locate(plan, engine, table, refusal) from None
     if table.num_rows == 1:
         error = _single_error(plan, engine, table)
-        return Scored(np.full(1, np.nan, np.float32), {}, [error])
+        return Scored(np.full(1, np.nan, np.float32), {}, {0: error})
     mid = table.num_rows // 2
     return _concat([score(plan, engine, table.slice(0, mid)), score(plan, engine, table.slice(mid))])
 
@@ -144,22 +151,26 @@ def _single_error(plan: Plan, engine: Any, table: pa.Table) -> str:
 
 
 def _concat(parts: Sequence[Scored]) -> Scored:
-    good = [p for p in parts if not all(e is not None for e in p.errors)]
+    good = [p for p in parts if len(p.errors) < p.rows]
     dtype = np.result_type(*[p.loss.dtype for p in good]) if good else np.float32
     loss = np.concatenate([p.loss.astype(dtype, copy=False) for p in parts])
-    errors = [e for p in parts for e in p.errors]
+    errors: dict[int, str] = {}
+    start = 0
+    for p in parts:
+        errors.update({start + row: why for row, why in p.errors.items()})
+        start += p.rows
     grads = {}
     if good:
         for role, sample in good[0].grads.items():
             grads[role] = np.concatenate([p.grads[role] if role in p.grads else
-                                          np.full((len(p.errors), *sample.shape[1:]), np.nan, sample.dtype)
+                                          np.full((p.rows, *sample.shape[1:]), np.nan, sample.dtype)
                                           for p in parts])
     return Scored(loss, grads, errors)
 
 
 def output_table(plan: Plan, table: pa.Table, scored: Scored) -> pa.Table:
     """The batch's output rows: ``loss``, the kept columns, ``grad_<role>`` and, with on_error "skip", ``error``."""
-    refused = scored.refused
+    refused = scored.refused if scored.errors else None
     columns: dict[str, Any] = {"loss": loss_column(scored.loss, refused)}
     for name in plan.keep:
         columns[name] = table.column(name)
@@ -171,5 +182,8 @@ def output_table(plan: Plan, table: pa.Table, scored: Scored) -> pa.Table:
         else:  # every row refused
             columns[f"grad_{role}"] = null_column(table.num_rows, like)
     if plan.on_error == "skip":
-        columns["error"] = pa.array(scored.errors, pa.string())
+        errors = [None] * scored.rows
+        for row, why in scored.errors.items():
+            errors[row] = why
+        columns["error"] = pa.array(errors, pa.string())
     return pa.table(columns)

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score on lossd servers (repeatable, or a dns:/// name); default: in this process")
     parser.add_argument("--batch-rows", type=int, metavar="N", help="rows per request (default: about 16 MiB)")
     parser.add_argument("--in-flight", type=int, metavar="K", help="batches scored at once (default 4 remote, "
-                                                                   "1 in process)")
+                                                                   "2 in process)")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted run into the same --out")
     parser.add_argument("--on-error", default="stop", choices=["stop", "skip"],
                         help="refused rows: stop (exit 1) or skip (null loss and an error column)")

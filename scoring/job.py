@@ -130,7 +130,9 @@ def run(inputs: Sequence[Any], plan: batches.Plan, engine: Any, options: Options
     schema = sources.schema_of(resolved[0])
     check_plan(plan, schema, options)
     rows = _batch_rows(plan, schema, options.batch_rows)
-    in_flight = options.in_flight or (4 if isinstance(engine, RemoteEngine) else 1)
+    # In process, two batches at once let reading and writing overlap the computing (torch and pyarrow release
+    # the GIL); on servers, four keep the connection and the server's compute threads busy.
+    in_flight = options.in_flight or (4 if isinstance(engine, RemoteEngine) else 2)
     columns = list(dict.fromkeys([*plan.columns(), *([options.slice_by] if options.slice_by else [])]))
     writer = None
     summary = Summary(options.slice_by)
@@ -175,7 +177,7 @@ def run(inputs: Sequence[Any], plan: batches.Plan, engine: Any, options: Options
 
 def _batches(resolved: list[sources.Source], columns: list[str], rows: int) -> Iterator[sources.Unit]:
     for source in resolved:
-        yield from sources.rebatch(sources.read(source, columns), rows)
+        yield from sources.rebatch(sources.read(source, columns, rows), rows)
 
 
 def _score_unit(plan: batches.Plan, engine: Any, unit: sources.Unit) -> pa.Table:
@@ -209,6 +211,9 @@ def _count_done(writer: DatasetWriter, summary: Summary, slice_by: str | None) -
 
 def _add(summary: Summary, table: pa.Table, slices: Any) -> None:
     column = table.column("loss")
+    if not column.null_count:  # the common case: a view of the column, no masks
+        summary.add(column.to_numpy(), None, slices)
+        return
     refused = column.is_null().to_numpy(zero_copy_only=False)
     summary.add(column.fill_null(0).to_numpy(zero_copy_only=False), refused, slices)
 

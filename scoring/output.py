@@ -25,17 +25,21 @@ EXTENSIONS = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "jsonl": "js
 
 
 def _atomic(path: str, write: Any) -> None:
+    """Write to a temporary name, then rename: a reader (or a resumed run) sees the whole file or none.
+    No fsync: this guards against the process being stopped, which is what resume is for; after a crash of
+    the machine itself a resumed run checks each part's row count and rewrites from the first bad one."""
     tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.tmp"
     write(tmp)
-    with open(tmp, "rb+") as f:  # the bytes reach the disk before the name does
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def write_table(table: pa.Table, path: str, fmt: str) -> None:
     """``table`` as one file of format ``fmt`` (parquet, arrow, csv or jsonl)."""
     if fmt == "parquet":
-        pq.write_table(table, path)
+        # Dictionary-encoding floats (losses, gradients) costs 3-4x the write and saves nothing: only the other
+        # (kept) columns get it.
+        wordy = [f.name for f in table.schema if not _floats(f.type)]
+        pq.write_table(table, path, use_dictionary=wordy or False)
     elif fmt == "arrow":
         with ipc.new_file(path, table.schema) as writer:
             writer.write_table(table)
@@ -47,6 +51,12 @@ def write_table(table: pa.Table, path: str, fmt: str) -> None:
                 f.write(json.dumps(row, default=_json_default) + "\n")
     else:
         raise UsageError(f"--format {fmt}: expected one of {', '.join(EXTENSIONS)}")
+
+
+def _floats(kind: pa.DataType) -> bool:
+    while pa.types.is_fixed_size_list(kind) or isinstance(kind, pa.ExtensionType):
+        kind = kind.storage_type if isinstance(kind, pa.ExtensionType) else kind.value_type
+    return pa.types.is_floating(kind)
 
 
 def _json_default(value: Any) -> Any:
@@ -78,8 +88,10 @@ class DatasetWriter:
                                  "options (remove it to start again)")
             # Only parts that are both in the manifest and on disk count (a part is renamed before the manifest).
             for part in earlier.get("parts", []):
-                if len(self.parts) == part["part"] and os.path.exists(os.path.join(path, part["file"])):
-                    self.parts.append(part)
+                if len(self.parts) != part["part"] or _rows_in(os.path.join(path, part["file"]), fmt) \
+                        not in (part["rows"], None):
+                    break
+                self.parts.append(part)
         elif os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
             raise UsageError(f"{path} exists and is not a lossd output directory; choose another --out")
         os.makedirs(path, exist_ok=True)
@@ -115,6 +127,20 @@ class DatasetWriter:
         """The finished parts, read back (only ``columns``): what a resumed run's summary needs."""
         for part in self.parts:
             yield read_part(os.path.join(self.path, part["file"]), self.fmt, columns)
+
+
+def _rows_in(path: str, fmt: str) -> int | None:
+    """A part's row count from its footer (-1 when missing or unreadable; None where the format has none)."""
+    try:
+        if fmt == "parquet":
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        if fmt == "arrow":
+            with pa.memory_map(path) as source:
+                reader = ipc.open_file(source)
+                return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+        return None if os.path.getsize(path) else -1
+    except (OSError, pa.ArrowInvalid):
+        return -1
 
 
 def read_part(path: str, fmt: str, columns: list[str]) -> pa.Table:

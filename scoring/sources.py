@@ -143,46 +143,59 @@ def schema_of(source: Source) -> pa.Schema:
         return source.dataset.schema
     if source.kind in ("table", "reader"):
         return source.table.schema
-    first = next(iter(_units(source, None)), None)
+    if source.kind == "parquet":  # from the footer: no data read
+        return pq.ParquetFile(source.path).schema_arrow
+    if source.kind == "ipc":
+        try:
+            return ipc.open_file(pa.memory_map(source.path)).schema
+        except pa.ArrowInvalid:
+            return ipc.open_stream(pa.memory_map(source.path)).schema
+    first = next(iter(_units(source, None)), None)  # CSV, JSON, npz: the first block says
     return first.data.schema if first is not None else pa.schema([])
 
 
-def read(source: Source, columns: Sequence[str] | None) -> Iterator[Unit]:
-    """The units of ``source``, holding only ``columns`` (all when None)."""
-    return _units(source, columns)
+def read(source: Source, columns: Sequence[str] | None, rows: int = 1 << 16) -> Iterator[Unit]:
+    """The units of ``source``, holding only ``columns`` (all when None), of about ``rows`` rows where the
+    format lets the reader cut them so (Parquet)."""
+    return _units(source, columns, rows)
 
 
-def _units(source: Source, columns: Sequence[str] | None) -> Iterator[Unit]:
+def _units(source: Source, columns: Sequence[str] | None, rows: int = 1 << 16) -> Iterator[Unit]:
     row = 0
-    for table in _tables(source, columns):
+    for table in _tables(source, columns, rows):
         if columns is not None:
             table = table.select(list(columns))
         yield Unit(source.label, row, table)
         row += table.num_rows
 
 
-def _tables(source: Source, columns: Sequence[str] | None) -> Iterable[pa.Table]:
+def _tables(source: Source, columns: Sequence[str] | None, rows: int) -> Iterable[pa.Table]:
+    # pyarrow's reader threads are off throughout: on a small machine they fight the scoring threads for the
+    # cores (reading a row group measured 4x slower with them on 2 cores).
     kind = source.kind
     if source.fragment is not None:  # a file of a directory: partition columns come from its path
         for piece in source.fragment.split_by_row_group() if kind == "parquet" else [source.fragment]:
-            yield piece.to_table(schema=source.dataset.schema, columns=columns)
+            yield piece.to_table(schema=source.dataset.schema, columns=columns, use_threads=False)
     elif kind == "table":
         yield from (pa.Table.from_batches([b]) for b in source.table.to_batches(max_chunksize=1 << 20))
     elif kind == "reader":
         yield from (pa.Table.from_batches([b]) for b in source.table)
     elif kind == "parquet":
         f = pq.ParquetFile(source.path)
-        for i in range(f.num_row_groups):
-            yield f.read_row_group(i, columns=columns)
+        for i in range(f.num_row_groups):  # one row group at a time: the whole-file readers buffer the file
+            for batch in f.iter_batches(batch_size=rows, row_groups=[i], columns=columns, use_threads=False):
+                yield pa.Table.from_batches([batch])
     elif kind == "ipc":
         yield from _ipc(source.path)
     elif kind == "csv":
         delimiter = "\t" if source.path.lower().removesuffix(".gz").endswith(".tsv") else ","
-        reader = pcsv.open_csv(source.path, read_options=pcsv.ReadOptions(block_size=_BLOCK_BYTES),
+        reader = pcsv.open_csv(source.path, read_options=pcsv.ReadOptions(block_size=_BLOCK_BYTES,
+                                                                          use_threads=False),
                                parse_options=pcsv.ParseOptions(delimiter=delimiter))
         yield from (pa.Table.from_batches([b]) for b in reader)
     elif kind == "json":
-        reader = pjson.open_json(source.path, read_options=pjson.ReadOptions(block_size=_BLOCK_BYTES))
+        reader = pjson.open_json(source.path, read_options=pjson.ReadOptions(block_size=_BLOCK_BYTES,
+                                                                             use_threads=False))
         yield from (pa.Table.from_batches([b]) for b in reader)
     elif kind == "npz":
         yield from _npz(source.path)

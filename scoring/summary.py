@@ -1,9 +1,10 @@
 """The end-of-run summary: rows, mean and sum of the per-row loss, its p50/p90/p99/max, time and rate —
 overall and per slice — in bounded memory.
 
-Mean, sum and max are exact (accumulated in float64). Percentiles are exact (numpy's linear interpolation)
-for up to EXACT_ROWS rows of a slice; past that they come from Apache DataSketches' KLL sketch (k = 2048: a
-normalized rank error of about 0.1%), whose memory does not grow with the rows.
+Mean, sum and max are exact (accumulated in float64). Percentiles are exact while a slice has up to
+``SAMPLE_ROWS`` rows; past that they come from an evenly spaced sample of between half that and that many
+rows (every 2nd, then every 4th row, ...), so memory stays bounded and no per-row work is added: a per-value
+sketch (KLL, t-digest) costs more per row than scoring an elementwise loss does.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from datasketches import kll_doubles_sketch
 
-SKETCH_K = 2048
-EXACT_ROWS = 1 << 18
+SAMPLE_ROWS = 1 << 18  # overall
+SLICE_SAMPLE_ROWS = 1 << 16  # per slice value
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 
@@ -30,37 +30,37 @@ class Stats:
     total: float = 0.0
     maximum: float = -math.inf
     nan: int = 0
-    exact: list[np.ndarray] | None = field(default_factory=list)  # the values, until EXACT_ROWS; then None
+    budget: int = SAMPLE_ROWS
+    stride: int = 1  # the sample keeps every stride-th scored row
+    seen: int = 0  # scored, non-NaN rows so far (the sample's position)
+    sample: list[np.ndarray] = field(default_factory=list)
     kept: int = 0
-    sketch: Any = None
 
-    def add(self, loss: np.ndarray, refused: np.ndarray) -> None:
-        """Count a batch: ``loss`` per row, ``refused`` true where the row got no score."""
-        good = np.asarray(loss, dtype=np.float64)[~refused]
+    def add(self, loss: np.ndarray, refused: np.ndarray | None) -> None:
+        """Count a batch: ``loss`` per row, ``refused`` (None: none) true where the row got no score."""
+        good = loss[~refused] if refused is not None and refused.any() else loss
         self.rows += len(loss)
-        self.refused += int(refused.sum())
-        finite = good[~np.isnan(good)]
-        self.nan += len(good) - len(finite)
-        self.total += float(finite.sum(dtype=np.float64))
-        if not len(finite):
+        self.refused += len(loss) - len(good)
+        total = good.sum(dtype=np.float64)
+        if np.isnan(total):  # only then look for the NaN rows (NaN propagates through the sum)
+            nan = np.isnan(good)
+            self.nan += int(nan.sum())
+            good = good[~nan]
+            total = good.sum(dtype=np.float64)
+        if not len(good):
             return
-        self.maximum = max(self.maximum, float(finite.max()))
-        if self.exact is not None and self.kept + len(finite) <= EXACT_ROWS:
-            self.exact.append(finite)
-            self.kept += len(finite)
-            return
-        if self.sketch is None:
-            self.sketch = kll_doubles_sketch(SKETCH_K)
-            for values in self.exact or ():
-                self.sketch.update(values)
-            self.exact = None
-        self.sketch.update(finite)
-
-    def quantile(self, q: float) -> float:
-        """The q-quantile of the scored rows' losses (NaN excluded)."""
-        if self.exact is not None:
-            return float(np.quantile(np.concatenate(self.exact), q))
-        return float(self.sketch.get_quantile(q))
+        self.total += float(total)
+        self.maximum = max(self.maximum, float(good.max()))
+        first = (-self.seen) % self.stride  # keep rows seen + first, + stride, ... (global positions)
+        picked = good[first:: self.stride]
+        self.seen += len(good)
+        self.sample.append(np.array(picked, dtype=np.float64))
+        self.kept += len(picked)
+        while self.kept > self.budget:  # thin to every other kept row; positions stay evenly spaced
+            merged = np.concatenate(self.sample)
+            self.sample = [merged[::2]]
+            self.kept = len(self.sample[0])
+            self.stride *= 2
 
     def as_dict(self) -> dict[str, Any]:
         """rows, scored, refused, mean, sum, p50, p90, p99, max (None where nothing was scored)."""
@@ -71,8 +71,9 @@ class Stats:
             out["nan"] = self.nan
         out["mean"] = self.total / counted if counted else None
         out["sum"] = self.total if counted else None
-        for name, q in QUANTILES:
-            out[name] = self.quantile(q) if counted else None
+        quantiles = np.quantile(np.concatenate(self.sample), [q for _, q in QUANTILES]) if counted else None
+        for i, (name, _) in enumerate(QUANTILES):
+            out[name] = float(quantiles[i]) if quantiles is not None else None
         out["max"] = self.maximum if counted else None
         return out
 
@@ -87,7 +88,7 @@ class Summary:
         self.seconds = 0.0
         self.bytes_read = 0
 
-    def add(self, loss: np.ndarray, refused: np.ndarray, slice_values: Any = None) -> None:
+    def add(self, loss: np.ndarray, refused: np.ndarray | None, slice_values: Any = None) -> None:
         """Count a batch; ``slice_values`` (a pyarrow array) gives each row's slice."""
         self.overall.add(loss, refused)
         if self.slice_by is None or slice_values is None:
@@ -99,7 +100,8 @@ class Summary:
         bounds = np.searchsorted(inverse[order], np.arange(len(first) + 1))
         for i, at in enumerate(first):
             rows = order[bounds[i]: bounds[i + 1]]
-            self.slices.setdefault(_plain(keys[at]), Stats()).add(loss[rows], refused[rows])
+            self.slices.setdefault(_plain(keys[at]), Stats(budget=SLICE_SAMPLE_ROWS)).add(
+                loss[rows], refused[rows] if refused is not None else None)
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready data: overall figures, time, rate and the slices sorted by mean loss."""
@@ -138,6 +140,8 @@ def _cell(value: Any) -> str:
         return f"{'-':>14}"
     if isinstance(value, int):
         return f"{value:>14,}"
+    if abs(value) >= 1e5:
+        return f"{value:>14,.0f}"
     return f"{value:>14.6g}"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from lossd.bench import report
 from lossd.bench.gpu import run_gpu
 from lossd.bench.measure import PairedThroughput
@@ -35,3 +37,27 @@ def test_paired_ratio_is_the_median_of_ratios_within_rounds() -> None:
     paired = PairedThroughput([[100.0, 50.0, 100.0], [200.0, 100.0, 180.0]])
     assert paired.medians == [100.0, 180.0]
     assert paired.ratio() == 0.5  # rounds: 0.5, 0.5, 0.556
+
+
+@pytest.mark.slow
+def test_scoring_scenarios_measure_every_path_on_small_datasets() -> None:
+    """The batch-scoring section runs every path (in process, remote, floor, ceiling, naive) and reports
+    positive rates; its rows carry the targets."""
+    import grpc
+
+    from lossd.bench.echo import METHOD
+    from lossd.bench.processes import echo_server, lossd_server
+    from lossd.bench.scoring import rows_of, run_scoring
+    from lossd.v1 import loss_service_pb2_grpc as pb_grpc
+
+    with lossd_server("--device", "cpu") as server, echo_server() as echo, \
+            grpc.insecure_channel(server.address) as lossd_channel, grpc.insecure_channel(echo.address) as ch:
+        results = run_scoring(server.address, pb_grpc.LossServiceStub(lossd_channel), ch.unary_unary(METHOD),
+                              quick=True, sizes=(50_000, 500))
+    assert [(r["dataset"], r["gradients"]) for r in results] == [("a", False), ("b", False), ("b", True)]
+    for r in results:
+        wanted = {"in-process", "floor", "remote", "ceiling"} | ({"naive"} if not r["gradients"] else set())
+        assert set(r["rows_per_s"]) == wanted and all(v > 0 for v in r["rows_per_s"].values())
+    rows = rows_of(results, 1.05, {}, Row)
+    assert len(rows) == 7 and rows[-1].ok is True
+    assert rows[0].target.startswith(">= 0.7x floor, >= 10x naive")

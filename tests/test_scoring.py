@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -230,7 +231,8 @@ def test_nulls_and_strings_in_a_mapped_column_are_refused(values: pa.Array, mess
 
 def test_null_in_a_mapped_column_with_skip_scores_the_other_rows() -> None:
     """on_error skip: the null row is refused, its neighbours scored."""
-    source = pa.table({"pred": pa.array([1.0, 2.0, 3.0], pa.float32()), "label": pa.array([0.0, None, 1.0], pa.float32())})
+    pred = pa.array([1.0, 2.0, 3.0], pa.float32())
+    source = pa.table({"pred": pred, "label": pa.array([0.0, None, 1.0], pa.float32())})
     table = score(source, "mse", MSE, on_error="skip")
     assert table.column("loss").to_pylist() == [1.0, None, 4.0]
 
@@ -261,7 +263,7 @@ def test_output_dataset_is_numbered_parts_and_a_manifest(tmp_path, fmt: str) -> 
     score(data.regression(), "mse", MSE, keep=["id"], out=out, format=fmt, batch_rows=600)
     names = sorted(os.listdir(out))
     assert names == ["_lossd_manifest.json", *[f"part-{i:06d}.{fmt}" for i in range(4)]]
-    manifest = json.loads(open(os.path.join(out, "_lossd_manifest.json")).read())
+    manifest = json.loads(Path(out, "_lossd_manifest.json").read_text())
     assert manifest["complete"] and [p["rows"] for p in manifest["parts"]] == [600, 600, 600, 200]
     reader = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "jsonl": "json"}[fmt]
     written = ds.dataset(out, format=reader).to_table()
@@ -279,7 +281,7 @@ def test_summary_mean_equals_one_compute_mean_over_the_dataset(tmp_path, client:
     logits = data.tensor(source.column("logits")).astype(np.float32)
     labels = source.column("label").to_numpy()
     whole = client.compute("cross_entropy", input=logits, target=labels, reduction="mean")
-    figures = json.loads(open(f"{out}.summary.json").read())
+    figures = json.loads(Path(f"{out}.summary.json").read_text())
     assert figures["rows"] == data.ROWS and figures["mean"] == pytest.approx(whole, rel=1e-5)
     want, _ = data.cross_entropy_rows(logits, labels)
     for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
@@ -292,7 +294,7 @@ def test_slices_summarise_each_value_sorted_by_mean_loss(tmp_path) -> None:
     source = data.regression()
     out = str(tmp_path / "out")
     score(source, "mse", MSE, out=out, slice_by="country", batch_rows=512)
-    figures = json.loads(open(f"{out}.summary.json").read())
+    figures = json.loads(Path(f"{out}.summary.json").read_text())
     want, _ = data.mse_rows(source.column("pred").to_numpy(), source.column("label").to_numpy())
     country = np.asarray(source.column("country").to_pylist())
     means = [s["mean"] for s in figures["slices"]]
@@ -315,10 +317,10 @@ def test_resume_skips_written_parts_and_rebuilds_the_summary(tmp_path) -> None:
     out = str(tmp_path / "out")
     first = score(data.regression(), "mse", MSE, out=out, batch_rows=500)
     manifest = os.path.join(out, "_lossd_manifest.json")
-    record = json.loads(open(manifest).read())
+    record = json.loads(Path(manifest).read_text())
     record["parts"] = record["parts"][:2]  # as if the run had stopped after two parts
     record["complete"] = False
-    open(manifest, "w").write(json.dumps(record))
+    Path(manifest).write_text(json.dumps(record))
     os.remove(os.path.join(out, "part-000003.parquet"))
     again = score(data.regression(), "mse", MSE, out=out, batch_rows=500, resume=True)
     assert again.as_dict()["rows"] == data.ROWS and again.as_dict()["mean"] == pytest.approx(
@@ -353,3 +355,26 @@ def test_run_succeeds_while_any_server_answers(server: BackgroundServer) -> None
     stopped.stop()
     table = score(data.regression(), "mse", MSE, servers=[address, server.address], batch_rows=200)
     _check_mse(table, data.regression())
+
+
+def test_scoring_on_servers_loads_no_torch(server: BackgroundServer) -> None:
+    """A remote run imports no torch in the scoring process (it only needs the client and pyarrow)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, pyarrow as pa; from lossd.scoring import score; "
+            "t = pa.table({'p': np.ones(3, np.float32), 'y': np.zeros(3, np.float32)}); "
+            f"out = score(t, 'mse', {{'input': 'p', 'target': 'y'}}, servers=['{server.address}']); "
+            "print(out.column('loss').to_pylist(), 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("]")[-1].strip() == "False" and done.stdout.startswith("[1.0, 1.0, 1.0]"), done.stderr
+
+
+def test_batches_over_stream_mb_go_over_the_streaming_rpcs(server: BackgroundServer) -> None:
+    """A client whose stream_mb is below the batch size sends each batch in chunks; the scores are the same."""
+    source = data.classification()
+    with LossClient(server.address, stream_mb=0.01, timeout=60) as small:
+        there = score(source, "cross_entropy", CE, gradients=True, client=small, batch_rows=1000)
+    here = score(source, "cross_entropy", CE, gradients=True, batch_rows=1000)
+    np.testing.assert_array_equal(there.column("loss").to_numpy(), here.column("loss").to_numpy())
+    np.testing.assert_array_equal(data.tensor(there.column("grad_input")), data.tensor(here.column("grad_input")))

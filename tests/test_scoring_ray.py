@@ -22,10 +22,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[str]:
-    """A local Ray with 4 logical CPUs (an actor pool plus its read tasks wait forever on 2); other processes
-    join it through its address with token authentication off."""
+    """A local Ray on loopback with 4 logical CPUs (an actor pool plus its read tasks wait forever on 2);
+    other processes join it through its address with token authentication off. Its start is retried once:
+    a raylet that does not register within Ray's fixed 30 s is a start-up hiccup, not a lossd failure."""
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    context = ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    for attempt in range(2):
+        try:
+            context = ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+                               _node_ip_address="127.0.0.1")
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt:
+                raise
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield context.address_info["address"]
     ray.shutdown()
@@ -67,7 +76,8 @@ def test_lossd_score_ray_writes_the_rows_of_the_single_process_run(local_ray: st
     assert a.column("id").to_pylist() == list(range(data.ROWS))
     np.testing.assert_array_equal(a.column("loss").to_numpy(), b.column("loss").to_numpy())
     np.testing.assert_array_equal(data.tensor(a.column("grad_input")), data.tensor(b.column("grad_input")))
-    assert on_ray.stdout.splitlines()[1].split()[:2] == ["all", f"{data.ROWS:,}"]
+    totals = [line.split()[:2] for line in on_ray.stdout.splitlines() if line.startswith("all ")]
+    assert totals == [["all", f"{data.ROWS:,}"]]
 
 
 def test_importing_the_ray_integration_loads_neither_torch_nor_ray() -> None:
