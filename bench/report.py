@@ -38,8 +38,10 @@ def machine() -> dict[str, Any]:
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    if unit == "req/s":
+    if unit in ("req/s", "rows/s"):
         return f"{value:,.0f}"
+    if unit == "x":
+        return f"{value:.2f}"
     return f"{value:.3g}" if value < 10 else f"{value:,.1f}"
 
 

@@ -58,6 +58,7 @@ def test_scoring_scenarios_measure_every_path_on_small_datasets() -> None:
     for r in results:
         wanted = {"in-process", "floor", "remote", "ceiling"} | ({"naive"} if not r["gradients"] else set())
         assert set(r["rows_per_s"]) == wanted and all(v > 0 for v in r["rows_per_s"].values())
+        assert set(r["ratios"]) == {"in-process/floor", "remote/ceiling"}
     rows = rows_of(results, 1.05, {}, Row)
     assert len(rows) == 7 and rows[-1].ok is True
     assert rows[0].target.startswith(">= 0.7x floor, >= 10x naive")

@@ -170,11 +170,13 @@ def test_ctrl_c_stops_after_the_part_and_prints_the_resume_command(tmp_path: Pat
     assert sorted(os.listdir(out)) == ["_lossd_manifest.json", *[p["file"] for p in manifest["parts"]]]
 
 
+# The child's own peak: VmHWM belongs to its address space, made anew by exec (ru_maxrss is carried over
+# from the parent across fork and exec, so it would report the parent's size).
 MEMORY_SCRIPT = """
-import resource, sys
+import sys
 from lossd.scoring.cli import main
 code = main(sys.argv[1:])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 sys.exit(code)
 """
 
