@@ -10,6 +10,8 @@ from typing import Any
 from lossd.losses.errors import UnknownLossError
 from lossd.losses.spec import LossSpec
 
+_LONGEST_SUGGESTED = 80
+
 
 @functools.lru_cache(maxsize=4096)  # bounded: names arrive from clients
 def normalize_name(name: str) -> str:
@@ -58,6 +60,8 @@ class Registry:
 
     def suggest(self, name: str, limit: int = 3) -> list[str]:
         """Canonical names of the losses whose names or aliases are closest to ``name``."""
+        if len(name) > _LONGEST_SUGGESTED:  # nothing that long is close to a loss name, and difflib is quadratic
+            return []
         matches = difflib.get_close_matches(normalize_name(name), list(self._keys), n=limit * 3, cutoff=0.6)
         found: list[str] = []
         for key in matches:

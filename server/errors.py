@@ -10,6 +10,7 @@ trace or an exception's text never reaches a client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -17,7 +18,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from lossd.losses import InvalidRequestError, LossdError, ResourceLimitError, UnknownLossError
+from lossd.losses import FieldViolation, InvalidRequestError, LossdError, ResourceLimitError, UnknownLossError
 
 log = logging.getLogger("lossd.server")
 
@@ -54,16 +55,67 @@ def status_code_for(error: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+# A status travels in HTTP/2 headers, which grpc caps at 16 KiB in all (received metadata past it is answered
+# with RESOURCE_EXHAUSTED in place of the real status). The message is percent-encoded (up to 3x) and the
+# details base64-encoded (4/3x): these bounds keep the whole status under 8 KiB on the wire, whatever a
+# request echoes back (a 100,000-character loss name, a thousand unknown roles).
+MAX_MESSAGE_CHARS = 1000
+MAX_VIOLATIONS = 100
+MAX_FIELD_CHARS = 120
+MAX_DESCRIPTION_CHARS = 240
+MAX_DETAILS_BYTES = 4000
+MESSAGE_VIOLATIONS = 10  # violations spelled out in the message itself
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    note = f"... ({len(text) - limit} more characters)"
+    return text[: max(0, limit - len(note))] + note
+
+
+def bounded_violations(violations: Sequence[FieldViolation]) -> list[tuple[str, str]]:
+    """At most MAX_VIOLATIONS (field, description) pairs, each clipped, within MAX_DETAILS_BYTES; when any are
+    left out, a last pair says how many ("and K more")."""
+    out: list[tuple[str, str]] = []
+    size = 0
+    for v in violations:
+        pair = (clip(v.field, MAX_FIELD_CHARS), clip(v.description, MAX_DESCRIPTION_CHARS))
+        cost = len(pair[0].encode()) + len(pair[1].encode()) + 8
+        if len(out) == MAX_VIOLATIONS or size + cost > MAX_DETAILS_BYTES:
+            break
+        out.append(pair)
+        size += cost
+    if len(out) < len(violations):
+        if len(out) == MAX_VIOLATIONS:
+            out.pop()  # room for the line that counts the rest
+        left = len(violations) - len(out)
+        out.append(("...", f"and {left} more violation{'s' if left > 1 else ''}"))
+    return out
+
+
+def bounded_message(error: LossdError) -> str:
+    """The error's message, its violations listed only up to MESSAGE_VIOLATIONS, clipped to MAX_MESSAGE_CHARS."""
+    message = error.message
+    if isinstance(error, InvalidRequestError) and len(error.violations) > MESSAGE_VIOLATIONS:
+        shown = "; ".join(f"{clip(v.field, MAX_FIELD_CHARS)}: {clip(v.description, MAX_DESCRIPTION_CHARS)}"
+                          for v in error.violations[:MESSAGE_VIOLATIONS])
+        message = f"invalid request: {shown}; and {len(error.violations) - MESSAGE_VIOLATIONS} more"
+    return clip(message, MAX_MESSAGE_CHARS)
+
+
 def to_failure(error: BaseException, request_id: str = "") -> RpcFailure:
-    """The answer for ``error``, with BadRequest field violations when it names fields."""
+    """The answer for ``error``, with BadRequest field violations when it names fields; message and details
+    are bounded (see MAX_MESSAGE_CHARS) so that the status always reaches the caller."""
     code = status_code_for(error)
     if isinstance(error, LossdError):
-        message = error.message
+        message = bounded_message(error)
         details = []
         if error.violations:
             bad = error_details_pb2.BadRequest(field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.violations
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                for f, d in bounded_violations(error.violations)
             ])
             packed = any_pb2.Any()
             packed.Pack(bad)
