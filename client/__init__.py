@@ -4,6 +4,7 @@ Needs only numpy and grpcio; torch tensors are accepted when torch is installed,
 never imported by this package itself.
 """
 
+from lossd.client._async import AsyncLossClient
 from lossd.client._client import LossClient
 from lossd.client._errors import (
     DeadlineExceededError,
@@ -17,6 +18,7 @@ from lossd.client._errors import (
 )
 
 __all__ = [
+    "AsyncLossClient",
     "DeadlineExceededError",
     "FieldViolation",
     "InvalidArgumentError",

@@ -1,0 +1,192 @@
+"""The asyncio lossd client (grpc.aio): :class:`LossClient`'s API with ``await``."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+
+from lossd.client._codec import tensor_parts
+from lossd.client._errors import from_rpc_error
+from lossd.client._requests import (
+    RequestBuilder,
+    Value,
+    channel_credentials,
+    channel_options,
+    gradients_of,
+    loss_of,
+    target_of,
+)
+from lossd.client._stream import stream_call_async
+from lossd.v1 import loss_service_pb2 as pb
+from lossd.v1 import wire
+
+
+class AsyncLossClient(RequestBuilder):
+    """A connection to lossd servers for asyncio programs (FastAPI and the like).
+
+    It takes the same arguments as :class:`~lossd.client.LossClient` and offers the same methods as
+    coroutines: balancing over several servers, retries on UNAVAILABLE, streaming past ``stream_mb``, shared
+    memory, TLS, tokens and the same errors. Make it inside the event loop that uses it.
+
+    >>> async with AsyncLossClient("localhost:50051") as c:  # doctest: +SKIP
+    ...     value = await c.compute("huber", input=pred, target=y, delta=1.0)
+    """
+
+    def __init__(
+        self,
+        target: str | Sequence[str] = "localhost:50051",
+        *,
+        timeout: float | None = 30.0,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        max_message_mb: float = 64.0,
+        channels: int = 1,
+        stream_mb: float = 48.0,
+        shared_memory: bool = False,
+        shm_prefix: str = "lossd-",
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        """Open the channel(s); the arguments are :class:`~lossd.client.LossClient`'s."""
+        channel_options_ = channel_options(max_message_mb, channels, options)
+        credentials = channel_credentials(tls, root_certificates, client_certificate, client_key, credentials)
+        target = target_of(target)
+        self._channels = [
+            grpc.aio.secure_channel(target, credentials, options=channel_options_) if credentials is not None
+            else grpc.aio.insecure_channel(target, options=channel_options_)
+            for _ in range(channels)
+        ]
+        self._computes = itertools.cycle([
+            ch.unary_unary("/lossd.v1.LossService/Compute", response_deserializer=wire.parse_compute_response)
+            for ch in self._channels])
+        self._gradients = itertools.cycle([
+            ch.unary_unary("/lossd.v1.LossService/Gradient", response_deserializer=wire.parse_gradient_response)
+            for ch in self._channels])
+        self._list = self._channels[0].unary_unary(
+            "/lossd.v1.LossService/ListLosses", request_serializer=pb.ListLossesRequest.SerializeToString,
+            response_deserializer=pb.ListLossesResponse.FromString)
+        self._streams = {
+            kind: itertools.cycle([ch.stream_stream(f"/lossd.v1.LossService/{method}",
+                                                    response_deserializer=wire.parse_stream_response)
+                                   for ch in self._channels])
+            for kind, method in (("compute", "ComputeStream"), ("gradient", "GradientStream"))
+        }
+        self._timeout = timeout
+        self._setup(max_message_mb=max_message_mb, stream_mb=stream_mb, shared_memory=shared_memory,
+                    shm_prefix=shm_prefix, token=token)
+
+    async def compute(
+        self,
+        loss: str,
+        /,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        reduction: str = "",
+        timeout: float | None = None,
+        **arguments: Any,
+    ) -> Value:
+        """The loss: a float for reductions to a scalar ("mean", "sum"), an array for "none"."""
+        payload = self._plain_request(pb.ComputeRequest, loss, reduction, (), inputs, params, arguments, None)
+        if payload is not None:
+            parsed = await self._call(next(self._computes), payload, timeout)
+        else:
+            request = pb.ComputeRequest(loss=loss, reduction=reduction)
+            detached = self._fill(request, inputs, params, arguments)
+            if self._too_large(request, detached, gradient=False):
+                parsed = await self._stream("compute", request, detached, timeout)
+            else:
+                parsed = await self._call(next(self._computes), wire.serialize(request, detached), timeout)
+        return loss_of(parsed)
+
+    async def gradient(
+        self,
+        loss: str,
+        /,
+        *,
+        wrt: Iterable[str] = (),
+        grad_output: Any = None,
+        out: Mapping[str, np.ndarray] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        reduction: str = "",
+        timeout: float | None = None,
+        **arguments: Any,
+    ) -> tuple[Value, dict[str, np.ndarray]]:
+        """The loss and its gradients: ``(value, {role: d loss / d role})`` (see LossClient.gradient)."""
+        wrt = tuple(wrt)
+        payload = None if out else self._plain_request(pb.GradientRequest, loss, reduction, wrt, inputs, params,
+                                                       arguments, grad_output)
+        outputs: dict[str, Any] = {}
+        if payload is not None:
+            parsed = await self._call(next(self._gradients), payload, timeout)
+        else:
+            request = pb.GradientRequest(loss=loss, reduction=reduction, wrt=wrt)
+            detached = self._fill(request, inputs, params, arguments)
+            if grad_output is not None:
+                meta, data = tensor_parts(grad_output)
+                detached.append(wire.Detached(wire.GRAD_OUTPUT, None, meta, data))
+            if self._shm is not None:
+                roles = list(wrt) or await self._default_roles(loss)
+                outputs = self._shared_outputs(request, roles, {**(inputs or {}), **arguments}, out or {})
+            elif out:
+                raise RuntimeError("out= needs AsyncLossClient(..., shared_memory=True)")
+            if self._too_large(request, detached, gradient=True):
+                parsed = await self._stream("gradient", request, detached, timeout)
+            else:
+                parsed = await self._call(next(self._gradients), wire.serialize(request, detached), timeout)
+        return loss_of(parsed), gradients_of(parsed, outputs)
+
+    async def _default_roles(self, loss: str) -> list[str]:
+        roles = self._default_wrt.get(loss)
+        if roles is None:
+            roles = self._default_wrt[loss] = list((await self.describe(loss)).default_wrt)
+        return roles
+
+    async def list_losses(self, *, timeout: float | None = None) -> list[pb.LossInfo]:
+        """Every loss the server offers, with roles, parameters and reductions."""
+        return list((await self._call(self._list, pb.ListLossesRequest(), timeout)).losses)
+
+    async def describe(self, loss: str, *, timeout: float | None = None) -> pb.LossInfo:
+        """The description of one loss, by any of its names."""
+        return (await self._call(self._list, pb.ListLossesRequest(name=loss), timeout)).losses[0]
+
+    async def close(self) -> None:
+        """Close the channels; calls in progress are cancelled."""
+        for channel in self._channels:
+            await channel.close()
+        if self._shm is not None:
+            self._shm.close()
+
+    async def __aenter__(self) -> AsyncLossClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def _stream(self, kind: str, request: Any, detached: list[wire.Detached],
+                      timeout: float | None) -> wire.Parsed:
+        method = next(self._streams[kind])
+
+        def call(parts: Any) -> Any:
+            return method(parts, timeout=timeout if timeout is not None else self._timeout, metadata=self._metadata)
+        try:
+            return await stream_call_async(call, kind, request, detached, self._chunk_bytes)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return await method(request, timeout=timeout if timeout is not None else self._timeout,
+                                metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None

@@ -1,0 +1,228 @@
+"""What the sync and asyncio clients share: options, and requests built without I/O.
+
+A request is encoded on one of two paths. The common one — plain numpy arrays, no shared memory, under
+``stream_mb`` — is framed with cached headers and copied once (:meth:`RequestBuilder._plain_request`); the
+general one handles torch tensors, other byte orders and layouts, shared memory and streaming
+(:meth:`RequestBuilder._fill`). Only the sending differs between the clients.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+
+from lossd.client._codec import (
+    append_plain,
+    decode_array,
+    encode_param,
+    reply_bound,
+    split_arguments,
+    tensor_parts,
+    wire_dtype,
+)
+from lossd.client._shm import SharedArrays
+from lossd.client._stream import CHUNK_BYTES
+from lossd.v1 import loss_service_pb2 as pb
+from lossd.v1 import wire
+
+Value = float | np.ndarray
+
+
+def channel_options(max_message_mb: float, channels: int, options: Sequence[tuple[str, Any]]) -> list[Any]:
+    """gRPC channel options: message limits both ways, round-robin balancing with retries, and (for several
+    channels) a subchannel pool of their own, so that identical channels do not share one connection."""
+    if channels < 1:
+        raise ValueError("channels must be >= 1")
+    limit = int(max_message_mb * 1024 * 1024)
+    out = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+           ("grpc.service_config", SERVICE_CONFIG), *options]
+    if channels > 1:
+        out.append(("grpc.use_local_subchannel_pool", 1))
+    return out
+
+
+def channel_credentials(tls: bool, root_certificates: bytes | None, client_certificate: bytes | None,
+                        client_key: bytes | None,
+                        credentials: grpc.ChannelCredentials | None) -> grpc.ChannelCredentials | None:
+    """The channel's credentials: as given, TLS when asked for or when any certificate is given, else None."""
+    if credentials is None and (tls or root_certificates or client_certificate or client_key):
+        credentials = grpc.ssl_channel_credentials(root_certificates, client_key, client_certificate)
+    return credentials
+
+
+def target_of(target: str | Sequence[str]) -> str:
+    """One gRPC target for ``host:port``, a ``dns:///`` name, or a list of ``host:port`` targets."""
+    return target if isinstance(target, str) else _target_list(target)
+
+
+class RequestBuilder:
+    """Request encoding and reply decoding, shared by :class:`~lossd.client.LossClient` and
+    :class:`~lossd.client.AsyncLossClient`."""
+
+    def _setup(self, *, max_message_mb: float, stream_mb: float, shared_memory: bool, shm_prefix: str,
+               token: str | None) -> None:
+        limit = int(max_message_mb * 1024 * 1024)
+        self._stream_bytes = int(stream_mb * 1024 * 1024)
+        self._chunk_bytes = min(CHUNK_BYTES, limit // 2)  # chunks stay well inside the message limit
+        self._shm = SharedArrays(shm_prefix) if shared_memory else None
+        self._default_wrt: dict[str, list[str]] = {}
+        self._heads: dict[tuple[Any, ...], bytes] = {}  # serialized request headers without parameters
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def shared_array(self, shape: Any, dtype: Any = np.float32) -> np.ndarray:
+        """A zero-filled array in shared memory: sent as an input, it travels by name (no copy)."""
+        if self._shm is None:
+            raise RuntimeError("shared_array needs shared_memory=True")
+        return self._shm.array(shape, dtype)
+
+    def _shared_outputs(self, request: pb.GradientRequest, roles: Sequence[str], given: Mapping[str, Any],
+                        out: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Shared-memory arrays for the gradients of large inputs (of ``roles``, the roles differentiated),
+        named in ``request.output_shm``."""
+        if self._shm is None:
+            if out:
+                raise RuntimeError("out= needs LossClient(..., shared_memory=True)")
+            return {}
+        outputs = {}
+        for role, array in out.items():
+            region = self._shm.region_of(array)
+            if region is None:
+                raise ValueError(f"out[{role!r}] must be an array made by shared_array()")
+            request.output_shm[role].CopyFrom(region)
+            outputs[role] = array
+        for role in roles:
+            value = given.get(role)
+            if role in outputs:
+                continue
+            if isinstance(value, np.ndarray) and value.nbytes >= wire.DETACH_BYTES and value.dtype.kind == "f":
+                out = self._shm.array(value.shape, value.dtype.newbyteorder("="))
+                request.output_shm[role].CopyFrom(self._shm.region_of(out))
+                outputs[role] = out
+        return outputs
+
+    def _plain_request(self, cls: type[Any], loss: str, reduction: str, wrt: tuple[str, ...],
+                       inputs: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
+                       arguments: Mapping[str, Any], grad_output: Any) -> bytes | None:
+        """The serialized request when every tensor is a plain numpy array and it fits one message: the
+        common case, encoded with cached framing and one copy of the tensor bytes. None otherwise (torch
+        tensors, other byte orders or layouts, shared memory, streaming), for the general path."""
+        if self._shm is not None:
+            return None
+        kw_inputs, kw_params = split_arguments(arguments)
+        tensors = {**(inputs or {}), **kw_inputs}
+        given = {**(params or {}), **kw_params}
+        key = (cls, loss, reduction, wrt)
+        head = None if given else self._heads.get(key)
+        if head is None:
+            message = cls(loss=loss, reduction=reduction, **({"wrt": wrt} if wrt else {}))
+            for name, value in given.items():
+                message.params[name].CopyFrom(encode_param(name, value))
+            head = message.SerializeToString()
+            if not given and len(self._heads) < 1024:  # bounded: loss names come from the caller
+                self._heads[key] = head
+        parts: list[Any] = [head]
+        total = append_plain(parts, wire.INPUTS, tensors)
+        if total >= 0 and grad_output is not None:
+            more = append_plain(parts, wire.GRAD_OUTPUT, {None: grad_output})
+            total = -1 if more < 0 else total + more
+        if total < 0 or total > self._stream_bytes:
+            return None
+        # Every element is a byte at least, so the reply's bound needs working out only for large requests.
+        if total * 8 + 8 > self._stream_bytes and reply_bound(
+                ((wire_dtype(a), a.shape) for a in tensors.values()), cls is pb.GradientRequest,
+                reduction) > self._stream_bytes:
+            return None
+        return b"".join(parts)
+
+    def _too_large(self, request: Any, detached: list[wire.Detached], gradient: bool) -> bool:
+        """Whether a request, or the reply it may get, is over ``stream_mb``: then it goes over the streams."""
+        if _payload(detached) > self._stream_bytes:
+            return True
+        tensors = [(t.dtype, tuple(t.shape)) for t in request.inputs.values()]
+        tensors += [(d.meta.dtype, tuple(d.meta.shape)) for d in detached if d.field == wire.INPUTS]
+        return reply_bound(tensors, gradient, request.reduction) > self._stream_bytes
+
+    def _fill(self, request: Any, inputs: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
+              arguments: Mapping[str, Any]) -> list[wire.Detached]:
+        """Parameters go into ``request``; tensors are returned, to be appended without a copy."""
+        kw_inputs, kw_params = split_arguments(arguments)
+        detached = []
+        for role, value in {**(inputs or {}), **kw_inputs}.items():
+            region = self._shm.region_of(value) if self._shm is not None else None
+            if region is not None:  # already in shared memory: send its name only (no copy is made here)
+                meta, _ = tensor_parts(value)
+                meta.shm.CopyFrom(region)
+                request.inputs[role].CopyFrom(meta)
+                continue
+            meta, data = tensor_parts(value)
+            if self._shm is not None and data.nbytes >= wire.DETACH_BYTES:
+                meta.shm.CopyFrom(self._shm.staged(role, data))
+                request.inputs[role].CopyFrom(meta)
+            elif data.nbytes < wire.DETACH_BYTES:
+                # Small: protobuf's own (C) serializer beats appending in Python.
+                slot = request.inputs[role]
+                slot.dtype = meta.dtype
+                slot.shape.extend(meta.shape)
+                slot.raw_data = data.tobytes()
+            else:
+                detached.append(wire.Detached(wire.INPUTS, role, meta, data))
+        for name, value in {**(params or {}), **kw_params}.items():
+            request.params[name].CopyFrom(encode_param(name, value))
+        return detached
+
+# round_robin spreads calls over every address a target resolves to; UNAVAILABLE is retried, with backoff,
+# because a loss is a pure function: computing it twice is harmless. So is CANCELLED as the server sends it
+# for calls it had not started when it began shutting down (a cancel by this client is never retried).
+SERVICE_CONFIG = json.dumps({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": "lossd.v1.LossService"}],
+        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]},
+    }],
+})
+
+
+def _target_list(targets: Sequence[str]) -> str:
+    """Several ``host:port`` targets as one gRPC target (the ipv4:/ipv6: schemes take comma lists)."""
+    if not targets:
+        raise ValueError("target: give at least one host:port")
+    scheme = "ipv6" if any(t.startswith("[") for t in targets) else "ipv4"
+    return f"{scheme}:{','.join(targets)}"
+
+
+def gradients_of(parsed: wire.Parsed, outputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A Gradient reply's gradients: arrays over the reply's bytes, or the shared arrays they were written to."""
+    return {role: outputs[role] if t.HasField("shm") and role in outputs
+            else decode_array(t, parsed.raw.get((wire.GRADIENTS, role)))
+            for role, t in parsed.message.gradients.items()}
+
+
+def loss_of(parsed: wire.Parsed) -> Value:
+    """A reply's loss (see :func:`_value`)."""
+    response = parsed.message
+    return _value(response.loss, parsed.raw.get((wire.LOSS, None)), response.reduction)
+
+
+def _payload(detached: list[wire.Detached]) -> int:
+    return sum(memoryview(d.raw).nbytes for d in detached)
+
+
+def _value(loss: pb.Tensor, raw: memoryview | None, reduction: str) -> Value:
+    """The reply's loss: an array for reduction "none", else a float (read without numpy when it can be)."""
+    if reduction != "none" and not raw:
+        unpack = _SCALAR.get(loss.dtype)
+        data = loss.raw_data
+        if unpack is not None and len(data) == unpack.size:
+            return float(unpack.unpack(data)[0])
+    array = decode_array(loss, raw)
+    return array if reduction == "none" else float(array)
+
+
+_SCALAR = {pb.DTYPE_FLOAT32: struct.Struct("<f"), pb.DTYPE_FLOAT64: struct.Struct("<d"),
+           pb.DTYPE_FLOAT16: struct.Struct("<e")}
