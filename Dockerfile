@@ -18,8 +18,8 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM ${BASE_IMAGE}
 COPY --from=build /wheels /tmp/wheels
-# torch comes with the base image; pip only adds what is missing (and pyarrow for `lossd score`).
-RUN pip install --no-cache-dir "$(ls /tmp/wheels/*.whl)[score]" && rm -rf /tmp/wheels \
+# torch comes with the base image; pip only adds what is missing (the server extra; pyarrow for `lossd score`).
+RUN pip install --no-cache-dir "$(ls /tmp/wheels/*.whl)[server,score]" && rm -rf /tmp/wheels \
     && useradd --create-home --uid 10001 lossd
 USER lossd
 ENV LOSSD_HOST=0.0.0.0 \
