@@ -7,7 +7,12 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 PROTO_FILES := protos/lossd/v1/loss_service.proto
-PROTOC = $(BIN)/python -m grpc_tools.protoc -Iprotos
+# The stubs come from an old grpcio-tools whose code the newest protobuf still loads: its gencode (protobuf
+# 5.29.0) runs on protobuf 5.29.1 up to 7.x and on grpcio 1.71 up, the range users have. It lives in a venv of its own, since
+# it needs protobuf < 6 and the rest of the project does not.
+GRPC_TOOLS_SPEC ?= grpcio-tools==1.71.0
+PROTOC_VENV ?= .venv-protoc
+PROTOC = $(PROTOC_VENV)/bin/python -m grpc_tools.protoc -Iprotos
 
 .PHONY: install test-deps serve test fuzz soak lint protos check-protos readme bench gpu-check wheelhouse \
 	gpu-offline clean
@@ -44,12 +49,17 @@ test-deps:
 lint: install
 	$(BIN)/ruff check .
 
+$(PROTOC_VENV)/.installed: Makefile
+	test -x $(PROTOC_VENV)/bin/python || $(PYTHON) -m venv $(PROTOC_VENV)
+	$(PROTOC_VENV)/bin/python -m pip install -q "$(GRPC_TOOLS_SPEC)"
+	touch $@
+
 # Regenerate the Python stubs from the .proto (the only way they are ever changed).
-protos: install
+protos: $(PROTOC_VENV)/.installed
 	$(PROTOC) --python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTO_FILES)
 
 # Fails when the committed stubs differ from a fresh generation.
-check-protos: install
+check-protos: $(PROTOC_VENV)/.installed
 	@tmp=$$(mktemp -d) && \
 	$(PROTOC) --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTO_FILES) && \
 	for f in $$tmp/lossd/v1/*_pb2*; do \
@@ -93,4 +103,4 @@ gpu-offline:
 	PYTHONPATH=$(CURDIR)/.offline-site $(PYTHON) -m lossd.cli bench --gpu --out bench-gpu
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache wheelhouse .offline-site bench-gpu
+	rm -rf $(VENV) $(PROTOC_VENV) build *.egg-info .pytest_cache .ruff_cache wheelhouse .offline-site bench-gpu

@@ -3,8 +3,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -113,7 +112,7 @@ class ParamValue(_message.Message):
     numbers: DoubleList
     none: _struct_pb2.NullValue
     texts: StringList
-    def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: _Optional[bool] = ..., numbers: _Optional[_Union[DoubleList, _Mapping]] = ..., none: _Optional[_Union[_struct_pb2.NullValue, str]] = ..., texts: _Optional[_Union[StringList, _Mapping]] = ...) -> None: ...
+    def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: bool = ..., numbers: _Optional[_Union[DoubleList, _Mapping]] = ..., none: _Optional[_Union[_struct_pb2.NullValue, str]] = ..., texts: _Optional[_Union[StringList, _Mapping]] = ...) -> None: ...
 
 class ComputeRequest(_message.Message):
     __slots__ = ("loss", "inputs", "params", "reduction", "response_encoding", "output_shm")
@@ -310,7 +309,7 @@ class LossInfo(_message.Message):
     notes: str
     presets: _containers.RepeatedCompositeFieldContainer[AliasPreset]
     row_wise: bool
-    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[RoleInfo, _Mapping]]] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., reductions: _Optional[_Iterable[str]] = ..., default_reduction: _Optional[str] = ..., default_wrt: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[AliasPreset, _Mapping]]] = ..., row_wise: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[RoleInfo, _Mapping]]] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., reductions: _Optional[_Iterable[str]] = ..., default_reduction: _Optional[str] = ..., default_wrt: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[AliasPreset, _Mapping]]] = ..., row_wise: bool = ...) -> None: ...
 
 class AliasPreset(_message.Message):
     __slots__ = ("alias", "params")
@@ -341,7 +340,7 @@ class RoleInfo(_message.Message):
     required: bool
     differentiable: bool
     description: str
-    def __init__(self, name: _Optional[str] = ..., dtypes: _Optional[_Iterable[_Union[DType, str]]] = ..., shape: _Optional[str] = ..., required: _Optional[bool] = ..., differentiable: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., dtypes: _Optional[_Iterable[_Union[DType, str]]] = ..., shape: _Optional[str] = ..., required: bool = ..., differentiable: bool = ..., description: _Optional[str] = ...) -> None: ...
 
 class ParamInfo(_message.Message):
     __slots__ = ("name", "type", "default", "minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "choices", "range", "description", "nullable")
@@ -367,4 +366,4 @@ class ParamInfo(_message.Message):
     range: str
     description: str
     nullable: bool
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ParamType, str]] = ..., default: _Optional[_Union[ParamValue, _Mapping]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., exclusive_minimum: _Optional[bool] = ..., exclusive_maximum: _Optional[bool] = ..., choices: _Optional[_Iterable[str]] = ..., range: _Optional[str] = ..., description: _Optional[str] = ..., nullable: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[ParamType, str]] = ..., default: _Optional[_Union[ParamValue, _Mapping]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., exclusive_minimum: bool = ..., exclusive_maximum: bool = ..., choices: _Optional[_Iterable[str]] = ..., range: _Optional[str] = ..., description: _Optional[str] = ..., nullable: bool = ...) -> None: ...

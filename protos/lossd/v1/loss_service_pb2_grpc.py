@@ -5,7 +5,7 @@ import warnings
 
 from lossd.v1 import loss_service_pb2 as lossd_dot_v1_dot_loss__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.71.0'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in lossd/v1/loss_service_pb2_grpc.py depends on'
+        + f' but the generated code in lossd/v1/loss_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class LossServiceStub:
+class LossServiceStub(object):
     """Computes machine-learning losses and their gradients over batched tensors.
     """
 
@@ -62,7 +62,7 @@ class LossServiceStub:
                 _registered_method=True)
 
 
-class LossServiceServicer:
+class LossServiceServicer(object):
     """Computes machine-learning losses and their gradients over batched tensors.
     """
 
@@ -138,7 +138,7 @@ def add_LossServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class LossService:
+class LossService(object):
     """Computes machine-learning losses and their gradients over batched tensors.
     """
 
