@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 import numpy as np
 
-from lossd.client._codec import tensor_parts
 from lossd.client._errors import from_rpc_error
 from lossd.client._requests import (
+    Call,
     RequestBuilder,
     Value,
     channel_credentials,
@@ -113,16 +113,8 @@ class LossClient(RequestBuilder):
 
         Raises a :class:`LossError` subclass when the server refuses or the call fails.
         """
-        payload = self._plain_request(pb.ComputeRequest, loss, reduction, (), inputs, params, arguments, None)
-        if payload is not None:
-            parsed = self._call(next(self._computes), payload, timeout)
-        else:
-            request = pb.ComputeRequest(loss=loss, reduction=reduction)
-            detached = self._fill(request, inputs, params, arguments)
-            if self._too_large(request, detached, gradient=False):
-                parsed = self._stream("compute", request, detached, timeout)
-            else:
-                parsed = self._call(next(self._computes), wire.serialize(request, detached), timeout)
+        call = self._compute_call(loss, reduction, inputs, params, arguments)
+        parsed = self._send(call, self._computes, "compute", timeout)
         return loss_of(parsed)
 
     def gradient(
@@ -147,26 +139,12 @@ class LossClient(RequestBuilder):
         gradients in place (no new region per call); other large gradients get new shared arrays.
         """
         wrt = tuple(wrt)
-        payload = None if out else self._plain_request(pb.GradientRequest, loss, reduction, wrt, inputs, params,
-                                                       arguments, grad_output)
-        outputs: dict[str, Any] = {}
-        if payload is not None:
-            parsed = self._call(next(self._gradients), payload, timeout)
-        else:
-            request = pb.GradientRequest(loss=loss, reduction=reduction, wrt=wrt)
-            detached = self._fill(request, inputs, params, arguments)
-            if grad_output is not None:
-                meta, data = tensor_parts(grad_output)
-                detached.append(wire.Detached(wire.GRAD_OUTPUT, None, meta, data))
-            if self._shm is not None:
-                roles = list(wrt) or self._default_roles(loss)
-                outputs = self._shared_outputs(request, roles, {**(inputs or {}), **arguments}, out or {})
-            elif out:
-                raise RuntimeError("out= needs LossClient(..., shared_memory=True)")
-            if self._too_large(request, detached, gradient=True):
-                parsed = self._stream("gradient", request, detached, timeout)
-            else:
-                parsed = self._call(next(self._gradients), wire.serialize(request, detached), timeout)
+        if self._shm is None and out:
+            raise RuntimeError("out= needs LossClient(..., shared_memory=True)")
+        roles = list(wrt) or (self._default_roles(loss) if self._shm is not None else [])
+        call, outputs = self._gradient_call(loss, reduction, wrt, roles, grad_output, out, inputs, params,
+                                            arguments)
+        parsed = self._send(call, self._gradients, "gradient", timeout)
         return loss_of(parsed), gradients_of(parsed, outputs)
 
     def _default_roles(self, loss: str) -> list[str]:
@@ -196,6 +174,11 @@ class LossClient(RequestBuilder):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+    def _send(self, call: Call, unary: Any, kind: str, timeout: float | None) -> wire.Parsed:
+        if call.payload is not None:
+            return self._call(next(unary), call.payload, timeout)
+        return self._stream(kind, call.request, call.detached, timeout)
 
     def _stream(self, kind: str, request: Any, detached: list[wire.Detached], timeout: float | None) -> wire.Parsed:
         """One call over ComputeStream/GradientStream (see lossd.client._stream)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -60,6 +61,16 @@ def target_of(target: str | Sequence[str]) -> str:
     return target if isinstance(target, str) else _target_list(target)
 
 
+@dataclass(frozen=True)
+class Call:
+    """A request ready to send: ``payload`` for a unary call, else ``request`` and its ``detached`` tensors
+    for the streaming RPC."""
+
+    payload: bytes | None
+    request: Any = None
+    detached: list[wire.Detached] = field(default_factory=list)
+
+
 class RequestBuilder:
     """Request encoding and reply decoding, shared by :class:`~lossd.client.LossClient` and
     :class:`~lossd.client.AsyncLossClient`."""
@@ -73,6 +84,38 @@ class RequestBuilder:
         self._default_wrt: dict[str, list[str]] = {}
         self._heads: dict[tuple[Any, ...], bytes] = {}  # serialized request headers without parameters
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def _compute_call(self, loss: str, reduction: str, inputs: Mapping[str, Any] | None,
+                      params: Mapping[str, Any] | None, arguments: Mapping[str, Any]) -> Call:
+        """How to send a Compute: its encoded bytes (unary), or its request and tensors (streamed)."""
+        payload = self._plain_request(pb.ComputeRequest, loss, reduction, (), inputs, params, arguments, None)
+        if payload is not None:
+            return Call(payload)
+        request = pb.ComputeRequest(loss=loss, reduction=reduction)
+        detached = self._fill(request, inputs, params, arguments)
+        if self._too_large(request, detached, gradient=False):
+            return Call(None, request, detached)
+        return Call(wire.serialize(request, detached))
+
+    def _gradient_call(self, loss: str, reduction: str, wrt: tuple[str, ...], roles: Sequence[str],
+                       grad_output: Any, out: Mapping[str, np.ndarray] | None, inputs: Mapping[str, Any] | None,
+                       params: Mapping[str, Any] | None, arguments: Mapping[str, Any]) -> tuple[Call, dict]:
+        """How to send a Gradient, and the shared arrays its gradients will land in (``roles``: the roles
+        differentiated, needed with shared memory only)."""
+        if not out:
+            payload = self._plain_request(pb.GradientRequest, loss, reduction, wrt, inputs, params, arguments,
+                                          grad_output)
+            if payload is not None:
+                return Call(payload), {}
+        request = pb.GradientRequest(loss=loss, reduction=reduction, wrt=wrt)
+        detached = self._fill(request, inputs, params, arguments)
+        if grad_output is not None:
+            meta, data = tensor_parts(grad_output)
+            detached.append(wire.Detached(wire.GRAD_OUTPUT, None, meta, data))
+        outputs = self._shared_outputs(request, roles, {**(inputs or {}), **arguments}, out or {})
+        if self._too_large(request, detached, gradient=True):
+            return Call(None, request, detached), outputs
+        return Call(wire.serialize(request, detached)), outputs
 
     def shared_array(self, shape: Any, dtype: Any = np.float32) -> np.ndarray:
         """A zero-filled array in shared memory: sent as an input, it travels by name (no copy)."""

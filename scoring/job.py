@@ -106,7 +106,8 @@ def check_plan(plan: batches.Plan, schema: pa.Schema, options: Options) -> None:
         nested += [f"grad_{r}" for r in plan.grad_roles if len(plan.roles[r]) > 1
                    or not _flat(schema.field(plan.roles[r][0]).type)]
         if nested:
-            raise UsageError(f"CSV holds one value per cell; {', '.join(nested)} hold several per row: "
+            verb = "holds" if len(nested) == 1 else "hold"
+            raise UsageError(f"CSV holds one value per cell; {', '.join(nested)} {verb} several per row: "
                              "use --format parquet, arrow or jsonl")
 
 
