@@ -54,6 +54,7 @@ class AsyncLossClient(RequestBuilder):
         shared_memory: bool = False,
         shm_prefix: str = "lossd-",
         options: Sequence[tuple[str, Any]] = (),
+        tracing: bool = False,
     ) -> None:
         """Open the channel(s); the arguments are :class:`~lossd.client.LossClient`'s."""
         channel_options_ = channel_options(max_message_mb, channels, options)
@@ -81,7 +82,7 @@ class AsyncLossClient(RequestBuilder):
         }
         self._timeout = timeout
         self._setup(max_message_mb=max_message_mb, stream_mb=stream_mb, shared_memory=shared_memory,
-                    shm_prefix=shm_prefix, token=token)
+                    shm_prefix=shm_prefix, token=token, tracing=tracing)
 
     async def compute(
         self,
@@ -152,6 +153,18 @@ class AsyncLossClient(RequestBuilder):
         await self.close()
 
     async def _send(self, call: Call, unary: Any, kind: str, timeout: float | None) -> wire.Parsed:
+        span = self._span(("Compute" if kind == "compute" else "Gradient")
+                          + ("" if call.payload is not None else "Stream"))
+        if span is None:
+            return await self._send_now(call, unary, kind, timeout)
+        with span:
+            metadata, self._metadata = self._metadata, self._traced_metadata()
+            try:
+                return await self._send_now(call, unary, kind, timeout)
+            finally:
+                self._metadata = metadata
+
+    async def _send_now(self, call: Call, unary: Any, kind: str, timeout: float | None) -> wire.Parsed:
         if call.payload is not None:
             return await self._call(next(unary), call.payload, timeout)
         return await self._stream(kind, call.request, call.detached, timeout)

@@ -55,6 +55,7 @@ class LossClient(RequestBuilder):
         shared_memory: bool = False,
         shm_prefix: str = "lossd-",
         options: Sequence[tuple[str, Any]] = (),
+        tracing: bool = False,
     ) -> None:
         """Open a channel to ``target``: ``host:port``, a ``dns:///name:port`` that lists several servers, or a
         list of ``host:port`` targets; several servers are balanced call by call with gRPC's round_robin, and a
@@ -70,7 +71,8 @@ class LossClient(RequestBuilder):
         the streaming RPCs (and so may exceed the message limit); the answer is the same. ``shared_memory``
         uses the same-host path of a server started with ``--shm-prefix`` (``shm_prefix`` must match): large
         tensors travel through POSIX shared memory, and :meth:`shared_array` makes arrays that need
-        no copy at all.
+        no copy at all. ``tracing`` wraps each Compute and Gradient in an OpenTelemetry client span and sends
+        its W3C trace context, which a server with tracing on continues (needs ``lossd[tracing]``).
         """
         channel_options_ = channel_options(max_message_mb, channels, options)
         credentials = channel_credentials(tls, root_certificates, client_certificate, client_key, credentials)
@@ -96,7 +98,7 @@ class LossClient(RequestBuilder):
         }
         self._timeout = timeout
         self._setup(max_message_mb=max_message_mb, stream_mb=stream_mb, shared_memory=shared_memory,
-                    shm_prefix=shm_prefix, token=token)
+                    shm_prefix=shm_prefix, token=token, tracing=tracing)
 
     def compute(
         self,
@@ -176,6 +178,18 @@ class LossClient(RequestBuilder):
         self.close()
 
     def _send(self, call: Call, unary: Any, kind: str, timeout: float | None) -> wire.Parsed:
+        span = self._span(("Compute" if kind == "compute" else "Gradient")
+                          + ("" if call.payload is not None else "Stream"))
+        if span is None:
+            return self._send_now(call, unary, kind, timeout)
+        with span:
+            metadata, self._metadata = self._metadata, self._traced_metadata()
+            try:
+                return self._send_now(call, unary, kind, timeout)
+            finally:
+                self._metadata = metadata
+
+    def _send_now(self, call: Call, unary: Any, kind: str, timeout: float | None) -> wire.Parsed:
         if call.payload is not None:
             return self._call(next(unary), call.payload, timeout)
         return self._stream(kind, call.request, call.detached, timeout)

@@ -76,7 +76,12 @@ class RequestBuilder:
     :class:`~lossd.client.AsyncLossClient`."""
 
     def _setup(self, *, max_message_mb: float, stream_mb: float, shared_memory: bool, shm_prefix: str,
-               token: str | None) -> None:
+               token: str | None, tracing: bool = False) -> None:
+        self._tracer: Any = None
+        if tracing:  # OpenTelemetry only when asked for: a client without it imports nothing of it
+            from opentelemetry import trace
+
+            self._tracer = trace.get_tracer("lossd.client")
         limit = int(max_message_mb * 1024 * 1024)
         self._stream_bytes = int(stream_mb * 1024 * 1024)
         self._chunk_bytes = min(CHUNK_BYTES, limit // 2)  # chunks stay well inside the message limit
@@ -116,6 +121,23 @@ class RequestBuilder:
         if self._too_large(request, detached, gradient=True):
             return Call(None, request, detached), outputs
         return Call(wire.serialize(request, detached)), outputs
+
+    def _span(self, method: str) -> Any:
+        """A client span for ``method`` (current while the call runs), or None when tracing is off."""
+        if self._tracer is None:
+            return None
+        from opentelemetry import trace
+
+        return self._tracer.start_as_current_span(f"lossd.v1.LossService/{method}", kind=trace.SpanKind.CLIENT,
+                                                  attributes={"rpc.system": "grpc", "rpc.method": method})
+
+    def _traced_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call's metadata with the current trace context (W3C traceparent) added."""
+        from opentelemetry import propagate
+
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return (*self._metadata, *carrier.items())
 
     def shared_array(self, shape: Any, dtype: Any = np.float32) -> np.ndarray:
         """A zero-filled array in shared memory: sent as an input, it travels by name (no copy)."""

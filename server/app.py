@@ -26,6 +26,7 @@ from lossd.server.security import TokenAuthInterceptor, load_token_digests, serv
 from lossd.server.servicer import LossServicer
 from lossd.server.settings import ServerSettings
 from lossd.server.shm import SharedMemoryAccess
+from lossd.server.tracing import tracer_for
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import wire
 
@@ -88,7 +89,8 @@ class LossServer:
                                 shm=SharedMemoryAccess(s.shm_prefix), max_stream_bytes=s.max_stream_mb << 20,
                                 batcher=batcher, max_in_flight=s.max_in_flight,
                                 max_request_elements=s.max_request_elements, max_deadline_s=s.max_deadline_seconds,
-                                access_log=s.access_log, max_request_memory_bytes=s.max_request_memory_mb << 20)
+                                access_log=s.access_log, max_request_memory_bytes=s.max_request_memory_mb << 20,
+                                tracer=tracer_for(s.tracing))
         self._servicer = servicer
         _add_loss_service(servicer, server)  # first: the generic handlers are asked in order
         health_pb2_grpc.add_HealthServicer_to_server(self._health, _GenericOnly(server))

@@ -49,6 +49,8 @@ def _add_settings_flags(p: argparse.ArgumentParser, handler: Any) -> None:
     p.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR (default INFO; LOSSD_LOG_LEVEL)")
     p.add_argument("--log-format", help="plain | json (default plain; LOSSD_LOG_FORMAT)")
     p.add_argument("--access-log", action="store_true", default=None, help="log one line per call")
+    p.add_argument("--tracing", action="store_true", default=None,
+                   help="OpenTelemetry spans per call (LOSSD_TRACING; OTEL_TRACES_EXPORTER=otlp also turns it on)")
     p.add_argument("--config", help="TOML settings file (LOSSD_CONFIG); flags > environment > file > defaults")
     p.set_defaults(handler=handler)
 
@@ -60,7 +62,8 @@ def _settings_from(args: argparse.Namespace) -> ServerSettings:
 def _settings_and_sources(args: argparse.Namespace) -> tuple[ServerSettings, dict[str, str]]:
     fields = ("host", "port", "device", "metrics_host", "metrics_port", "max_message_mb", "grace_seconds",
               "log_level", "workers", "shm_prefix", "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file",
-              "auth_exempt_health", "max_in_flight", "max_deadline_seconds", "log_format", "access_log")
+              "auth_exempt_health", "max_in_flight", "max_deadline_seconds", "log_format", "access_log",
+              "tracing")
     given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     return load_settings(given, Path(args.config) if getattr(args, "config", None) else None)
 

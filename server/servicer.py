@@ -33,6 +33,7 @@ from lossd.server.pipeline import Pipeline
 from lossd.server.placement import Placement
 from lossd.server.shm import SharedMemoryAccess
 from lossd.server.streaming import CHUNK_BYTES, receive, reply_parts
+from lossd.server.tracing import CallSpans
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 from lossd.v1 import wire
@@ -49,6 +50,8 @@ class _Call:
     code: grpc.StatusCode = grpc.StatusCode.OK
     elements: int = 0
     started: float = field(default_factory=time.perf_counter)
+    spans: Any = None  # CallSpans, when tracing
+    device: str | None = None
 
 
 class LossServicer(pb_grpc.LossServiceServicer):
@@ -58,7 +61,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
                  *, max_elements: int, inline_bytes: int, shm: SharedMemoryAccess | None = None,
                  max_stream_bytes: int = 2 << 30, batcher: Batcher | None = None, max_in_flight: int = 0,
                  max_request_elements: int = 0, max_deadline_s: float = 0.0, access_log: bool = False,
-                 max_request_memory_bytes: int = 0) -> None:
+                 max_request_memory_bytes: int = 0, tracer: Any = None) -> None:
         self._registry = registry
         self._pipeline = Pipeline(registry, placement, metrics, max_elements=max_elements,
                                   shm=shm or SharedMemoryAccess(""), batcher=batcher,
@@ -78,6 +81,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         self._draining = False
         self._last_call = 0.0
         self._access_log = access_log
+        self._tracer = tracer  # an OpenTelemetry tracer, or None: tracing off
         self._chunk_bytes = min(CHUNK_BYTES, max(1, max_elements // 2))  # max_elements: the message limit
         # The largest reply a unary call may carry: the message limit less room for framing and metadata.
         self._max_reply_bytes = max(0, max_elements - _REPLY_SLACK)
@@ -109,10 +113,13 @@ class LossServicer(pb_grpc.LossServiceServicer):
                             kind: str, work: Callable[[Any], tuple[wire.Outgoing, int]]) -> AsyncIterator[Any]:
         """Like _serve, for a streamed request and reply (the reply's streaming is timed too)."""
         async with self._accounted(method, UNKNOWN_LOSS, context) as call:
+            if call.spans is not None:
+                work = _traced(work, call.spans)
             parsed = await receive(parts, kind, self._max_stream_bytes)
             call.loss = self._registry.canonical(parsed.message.loss) or UNKNOWN_LOSS
             loop = asyncio.get_running_loop()
             outgoing, call.elements = await self._bounded(loop.run_in_executor(self._executor, work, parsed))
+            call.device = outgoing.message.device
             for part in reply_parts(outgoing, kind, self._chunk_bytes):
                 yield part
 
@@ -126,6 +133,10 @@ class LossServicer(pb_grpc.LossServiceServicer):
         request_id = self._begin(method, context)
         code = grpc.StatusCode.OK
         elements = bytes_out = 0
+        spans = response = None
+        if self._tracer is not None:  # off: this test is all tracing costs
+            spans = CallSpans(self._tracer, method, context.invocation_metadata())
+            work = _traced(work, spans)
         try:
             self._admit()
             if request.error:
@@ -153,12 +164,16 @@ class LossServicer(pb_grpc.LossServiceServicer):
             await self._abort(context, failure, request_id)
         finally:
             self._end(method, label, code, started, elements, request_id, request.size, bytes_out)
+            if spans is not None:
+                spans.finish(code, label, elements, _device_of(response))
 
     @contextlib.asynccontextmanager
     async def _accounted(self, method: str, loss: str, context: grpc.aio.ServicerContext) -> AsyncIterator[_Call]:
         """One streamed call's bookkeeping: in-flight counts, admission, request id, errors to statuses,
         metrics, access log (see :meth:`_serve`)."""
         call = _Call(loss, self._begin(method, context))
+        if self._tracer is not None:
+            call.spans = CallSpans(self._tracer, method, context.invocation_metadata())
         try:
             self._admit()
             yield call
@@ -172,6 +187,8 @@ class LossServicer(pb_grpc.LossServiceServicer):
             await self._abort(context, failure, call.request_id)
         finally:
             self._end(method, call.loss, call.code, call.started, call.elements, call.request_id)
+            if call.spans is not None:
+                call.spans.finish(call.code, call.loss, call.elements, call.device)
 
     def _begin(self, method: str, context: grpc.aio.ServicerContext) -> str | None:
         """Count the call in flight; return its request id, and echo it in the reply's trailing metadata.
@@ -266,6 +283,23 @@ class LossServicer(pb_grpc.LossServiceServicer):
 
 
 _REPLY_SLACK = 64 * 1024
+
+
+def _traced(work: Callable[[Any], Any], spans: CallSpans) -> Callable[[Any], Any]:
+    """``work`` with a ``queue`` span (from the call's start to the work's) and a ``compute`` span."""
+    def run(request: Any) -> Any:
+        spans.child("queue", start_time=spans.started_ns).end()
+        compute = spans.child("compute")
+        try:
+            return work(request)
+        finally:
+            compute.end()
+    return run
+
+
+def _device_of(response: Any) -> str | None:
+    message = getattr(response, "message", response)
+    return getattr(message, "device", None) or None
 
 
 def _reply_too_large(method: str, size: int, limit: int) -> ResourceLimitError:

@@ -109,6 +109,10 @@ class ServerSettings(BaseSettings):
     access_log: bool = False
     """Log one line per call: method, loss, code, duration, elements, request id."""
 
+    tracing: bool = False
+    """OpenTelemetry spans for every call, to the program's tracer provider (OTEL_TRACES_EXPORTER=otlp turns
+    tracing on too, exporting over OTLP/gRPC to OTEL_EXPORTER_OTLP_ENDPOINT)."""
+
     log_level: str = "INFO"
     """Python logging level: DEBUG, INFO, WARNING, ERROR."""
 
