@@ -25,7 +25,7 @@ import pyarrow as pa
 from lossd.scoring import batch as batches
 from lossd.scoring.columns import DataError
 from lossd.scoring.engines import UsageError
-from lossd.scoring.job import DataRefused, make_engine, plan_for
+from lossd.scoring.job import DataRefused, add_to_summary, make_engine, plan_for
 from lossd.scoring.sources import FORMATS, resolve
 from lossd.scoring.summary import Summary
 
@@ -118,9 +118,7 @@ def score_on_ray(inputs: Sequence[str], loss: str, roles: Mapping[str, Sequence[
 
     written = pds.dataset(out, format={"jsonl": "json"}.get(fmt, fmt))
     for part in written.to_batches(columns=["loss", *([slice_by] if slice_by else [])]):
-        column = part.column("loss")
-        summary.add(column.fill_null(0).to_numpy(zero_copy_only=False),
-                    column.is_null().to_numpy(zero_copy_only=False), part.column(slice_by) if slice_by else None)
+        add_to_summary(summary, pa.Table.from_batches([part]), part.column(slice_by) if slice_by else None)
     summary.seconds = time.perf_counter() - started
     summary.write(f"{out.rstrip('/')}.summary.json")
     return summary

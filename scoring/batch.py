@@ -97,7 +97,7 @@ def locate(plan: Plan, engine: Any, table: pa.Table, refusal: Refused) -> DataEr
     refusal's flat index where it has one, otherwise by halving the batch (one value-only call a step)."""
     field_name, description = refusal.violations[0]
     role = _ROLE.match(field_name)
-    column = ",".join(plan.roles.get(role.group(1), (role.group(1),))) if role else field_name
+    column = _column_of(plan, field_name)
     flat = _FLAT.search(description)
     if role and flat and role.group(1) in plan.roles:
         tensor = tensors_of(plan, table)[role.group(1)]
@@ -114,9 +114,13 @@ def locate(plan: Plan, engine: Any, table: pa.Table, refusal: Refused) -> DataEr
             hi = mid
         except DataError as exc:
             return DataError(lo + exc.row, exc.column, exc.message)
+    return DataError(lo, _column_of(plan, field_name), _FLAT.sub("", description))
+
+
+def _column_of(plan: Plan, field_name: str) -> str:
+    """The column(s) behind a refused field: ``inputs[target]`` is the column mapped to target."""
     role = _ROLE.match(field_name)
-    column = ",".join(plan.roles.get(role.group(1), (role.group(1),))) if role else field_name
-    return DataError(lo, column, _FLAT.sub("", description))
+    return ",".join(plan.roles.get(role.group(1), (role.group(1),))) if role else field_name
 
 
 def score(plan: Plan, engine: Any, table: pa.Table) -> Scored:

@@ -194,7 +194,7 @@ def _finish(entry: tuple[int, sources.Unit, Future[Any]], plan: batches.Plan, wr
             summary: Summary, progress: Progress, kept: list[pa.Table], slice_by: str | None) -> None:
     index, unit, future = entry
     table = future.result()
-    _add(summary, table, unit.data.column(slice_by) if slice_by else None)
+    add_to_summary(summary, table, unit.data.column(slice_by) if slice_by else None)
     if slice_by and slice_by not in table.column_names:
         table = table.append_column(slice_by, unit.data.column(slice_by))
     if writer is not None:
@@ -207,10 +207,11 @@ def _finish(entry: tuple[int, sources.Unit, Future[Any]], plan: batches.Plan, wr
 def _count_done(writer: DatasetWriter, summary: Summary, slice_by: str | None) -> None:
     """A resumed run's summary counts the parts written before, read back from disk."""
     for table in writer.read_done(["loss", *([slice_by] if slice_by else [])]):
-        _add(summary, table, table.column(slice_by) if slice_by else None)
+        add_to_summary(summary, table, table.column(slice_by) if slice_by else None)
 
 
-def _add(summary: Summary, table: pa.Table, slices: Any) -> None:
+def add_to_summary(summary: Summary, table: pa.Table, slices: Any) -> None:
+    """Count an output table's ``loss`` column (null: refused) in ``summary``."""
     column = table.column("loss")
     if not column.null_count:  # the common case: a view of the column, no masks
         summary.add(column.to_numpy(), None, slices)
