@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Override for another build, e.g. `make install TORCH_SPEC=torch`.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
-PROTO_FILES := protos/lossd/v1/loss_service.proto
+PROTO_FILES := protos/lossd/v1/loss_service.proto protos/lossd/oip/grpc_predict_v2.proto
 # The stubs come from an old grpcio-tools whose code the newest protobuf still loads: its gencode (protobuf
 # 5.29.0) runs on protobuf 5.29.1 up to 7.x and on grpcio 1.71 up, the range users have. It lives in a venv of its own, since
 # it needs protobuf < 6 and the rest of the project does not.
@@ -62,9 +62,10 @@ protos: $(PROTOC_VENV)/.installed
 check-protos: $(PROTOC_VENV)/.installed
 	@tmp=$$(mktemp -d) && \
 	$(PROTOC) --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTO_FILES) && \
-	for f in $$tmp/lossd/v1/*_pb2*; do \
-	  diff -u "protos/lossd/v1/$$(basename $$f)" "$$f" >/dev/null || \
-	  { echo "stale stub: protos/lossd/v1/$$(basename $$f) differs from a fresh generation; run 'make protos'"; \
+	for f in $$tmp/lossd/*/*_pb2*; do \
+	  rel=$${f#$$tmp/}; \
+	  diff -u "protos/$$rel" "$$f" >/dev/null || \
+	  { echo "stale stub: protos/$$rel differs from a fresh generation; run 'make protos'"; \
 	    rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "stubs match $(PROTO_FILES)"
 

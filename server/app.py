@@ -19,14 +19,18 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from lossd.losses import REGISTRY, Registry
 from lossd.server.batching import Batcher
 from lossd.server.device import resolve_device
+from lossd.server.inference import InferenceModels
 from lossd.server.memory import retain_heap, trim_heap
 from lossd.server.metrics import MetricsEndpoint, ServerMetrics, lossd_version
 from lossd.server.placement import placement_for
+from lossd.server.rest import RestFront, tls_context
 from lossd.server.security import TokenAuthInterceptor, load_token_digests, server_credentials
 from lossd.server.servicer import LossServicer
 from lossd.server.settings import ServerSettings
 from lossd.server.shm import SharedMemoryAccess
 from lossd.server.tracing import tracer_for
+from lossd.server.v2_grpc import SERVICE_NAME as INFERENCE_SERVICE
+from lossd.server.v2_grpc import InferenceServicer, add_inference_service
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import wire
 
@@ -49,6 +53,8 @@ class LossServer:
         self.metrics = ServerMetrics(str(self.device))
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
+        self._rest: RestFront | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._metrics_endpoint: MetricsEndpoint | None = None
@@ -65,15 +71,22 @@ class LossServer:
             host = "127.0.0.1"
         return f"{host}:{self.port}"
 
+    @property
+    def http_address(self) -> str | None:
+        """``host:port`` of the REST front, or None when it is off."""
+        if self.http_port is None:
+            return None
+        return self.address.rsplit(":", 1)[0] + f":{self.http_port}"
+
     async def start(self) -> None:
         """Bind, start serving, and report SERVING on the health service."""
         s = self.settings
         retain_heap(s.heap_reuse_mb * 1024 * 1024)
         limit = s.max_message_bytes
         interceptors = []
-        if s.auth_tokens_file is not None:
-            interceptors.append(TokenAuthInterceptor(load_token_digests(s.auth_tokens_file), s.auth_exempt_health,
-                                                     self.metrics.reject))
+        digests = load_token_digests(s.auth_tokens_file) if s.auth_tokens_file is not None else None
+        if digests is not None:
+            interceptors.append(TokenAuthInterceptor(digests, s.auth_exempt_health, self.metrics.reject))
         server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -93,8 +106,11 @@ class LossServer:
                                 tracer=tracer_for(s.tracing))
         self._servicer = servicer
         _add_loss_service(servicer, server)  # first: the generic handlers are asked in order
+        models = InferenceModels(self.registry, servicer.pipeline)
+        add_inference_service(InferenceServicer(servicer, models), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, _GenericOnly(server))
-        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        names = (SERVICE_NAME, INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(names),
                                                                    _GenericOnly(server))
         address = f"{s.host}:{s.port}"
@@ -104,6 +120,11 @@ class LossServer:
             self.port = server.add_insecure_port(address)
         await server.start()
         self._server = server
+        if s.http_port is not None:
+            self._rest = RestFront(servicer, models, max_body_bytes=limit, token_digests=digests,
+                                   exempt_health=s.auth_exempt_health, on_reject=self.metrics.reject)
+            tls = tls_context(s.tls_cert, s.tls_key, s.tls_client_ca) if s.tls_cert and s.tls_key else None
+            self.http_port = await self._rest.start(s.host, s.http_port, tls)
         if s.metrics_port:
             self.serve_metrics(s.metrics_host, s.metrics_port)
         for service in ("", SERVICE_NAME):
@@ -111,8 +132,9 @@ class LossServer:
         if s.heap_reuse_mb:
             self._trimmer = asyncio.get_running_loop().create_task(self._trim_when_idle())
         metrics_at = f"{s.metrics_host}:{self.metrics_port}" if self.metrics_port else "off"
-        log.info("lossd %s serving on %s:%d device=%s torch=%s losses=%d metrics=%s", lossd_version(), s.host,
-                 self.port, self.device, torch.__version__, len(self.registry), metrics_at)
+        http_at = f"{s.host}:{self.http_port}" if self.http_port is not None else "off"
+        log.info("lossd %s serving on %s:%d device=%s torch=%s losses=%d metrics=%s http=%s", lossd_version(),
+                 s.host, self.port, self.device, torch.__version__, len(self.registry), metrics_at, http_at)
 
     async def _trim_when_idle(self) -> None:
         """Once calls stop for a second, hand the retained heap back (it is kept only while busy)."""
@@ -153,6 +175,9 @@ class LossServer:
         await asyncio.sleep(max(0.0, min(_LINGER_S, deadline - time.monotonic())))
         await self._server.stop(0)
         self._server = None
+        if self._rest is not None:
+            await self._rest.stop()
+            self._rest = None
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.close()
             self._metrics_endpoint = None
@@ -229,6 +254,11 @@ class BackgroundServer:
     def address(self) -> str:
         """Where clients dial."""
         return self.server.address
+
+    @property
+    def http_address(self) -> str | None:
+        """Where REST clients connect (None when the REST front is off)."""
+        return self.server.http_address
 
     def start(self) -> BackgroundServer:
         """Start the loop thread and the server; returns once it is serving."""

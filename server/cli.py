@@ -28,6 +28,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
 def _add_settings_flags(p: argparse.ArgumentParser, handler: Any) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1; LOSSD_HOST)")
     p.add_argument("--port", type=int, help=f"gRPC port (default {DEFAULT_PORT}; 0 = any free; LOSSD_PORT)")
+    p.add_argument("--http-port", type=int, help="Open Inference Protocol REST port (default off; 0 = any free; "
+                   "LOSSD_HTTP_PORT)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto; LOSSD_DEVICE)")
     p.add_argument("--metrics-host", help="Prometheus endpoint address (default 127.0.0.1; LOSSD_METRICS_HOST)")
     p.add_argument("--metrics-port", type=int, help="Prometheus endpoint port (default 8909; 0 disables; "
@@ -60,7 +62,7 @@ def _settings_from(args: argparse.Namespace) -> ServerSettings:
 
 
 def _settings_and_sources(args: argparse.Namespace) -> tuple[ServerSettings, dict[str, str]]:
-    fields = ("host", "port", "device", "metrics_host", "metrics_port", "max_message_mb", "grace_seconds",
+    fields = ("host", "port", "http_port", "device", "metrics_host", "metrics_port", "max_message_mb", "grace_seconds",
               "log_level", "workers", "shm_prefix", "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file",
               "auth_exempt_health", "max_in_flight", "max_deadline_seconds", "log_format", "access_log",
               "tracing")

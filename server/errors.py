@@ -30,6 +30,10 @@ class ShuttingDownError(LossdError):
     """The server is draining before it stops: the call should go to another server (retry)."""
 
 
+class ServerBusyError(ResourceLimitError):
+    """Past max_in_flight: the call may succeed if retried later (HTTP 429, where other limits are 413)."""
+
+
 _CODES: dict[type[LossdError], grpc.StatusCode] = {
     UnknownLossError: grpc.StatusCode.NOT_FOUND,
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -45,6 +49,23 @@ class RpcFailure:
     code: grpc.StatusCode
     message: str
     trailing_metadata: tuple[tuple[str, bytes], ...]
+    http_status: int = 500  # the REST front's status for it (HTTP_STATUS)
+    violations: tuple[tuple[str, str], ...] = ()  # the (field, description) pairs the details carry
+
+
+# The REST front's HTTP status for each gRPC code (the README's error table). RESOURCE_EXHAUSTED is 413 (the
+# request is too large for a limit) except for a busy server, 429 (retry later).
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+}
 
 
 def status_code_for(error: BaseException) -> grpc.StatusCode:
@@ -109,13 +130,14 @@ def to_failure(error: BaseException, request_id: str = "") -> RpcFailure:
     """The answer for ``error``, with BadRequest field violations when it names fields; message and details
     are bounded (see MAX_MESSAGE_CHARS) so that the status always reaches the caller."""
     code = status_code_for(error)
+    pairs: list[tuple[str, str]] = []
     if isinstance(error, LossdError):
         message = bounded_message(error)
         details = []
         if error.violations:
+            pairs = bounded_violations(error.violations)
             bad = error_details_pb2.BadRequest(field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                for f, d in bounded_violations(error.violations)
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in pairs
             ])
             packed = any_pb2.Any()
             packed.Pack(bad)
@@ -126,4 +148,5 @@ def to_failure(error: BaseException, request_id: str = "") -> RpcFailure:
         details = []
     status = rpc_status.to_status(status_pb2.Status(code=getattr(code_pb2, code.name), message=message,
                                                     details=details))
-    return RpcFailure(status.code, status.details, tuple(status.trailing_metadata))
+    http = 429 if isinstance(error, ServerBusyError) else HTTP_STATUS.get(code, 500)
+    return RpcFailure(status.code, status.details, tuple(status.trailing_metadata), http, tuple(pairs))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -31,6 +31,15 @@ from lossd.server.placement import Placement
 from lossd.server.shm import SharedMemoryAccess
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import wire
+
+
+class Outcome(NamedTuple):
+    """A request validated and evaluated: what a reply is made of."""
+
+    prepared: Prepared
+    result: Result
+    device: torch.device
+    elements: int  # tensor elements of the request's inputs
 
 
 class Pipeline:
@@ -106,10 +115,10 @@ class Pipeline:
         self._check_output_keys(request, ("loss", *prepared.wrt))
         return prepared, tensors
 
-    def _finish(self, parsed: wire.Parsed, prepared: Prepared, result: Result, device: torch.device,
-                elements: int) -> tuple[wire.Outgoing, int]:
+    def _finish(self, parsed: wire.Parsed, outcome: Outcome) -> tuple[wire.Outgoing, int]:
         """The reply: loss and gradients, sent, detached for zero-copy sending, or written to shared memory."""
         request = parsed.message
+        prepared, result, device, elements = outcome
         detached: list[wire.Detached] = []
         gradient = not isinstance(request, pb.ComputeRequest)
         reply = (pb.GradientResponse if gradient else pb.ComputeResponse)(
@@ -121,13 +130,22 @@ class Pipeline:
 
     def do(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
         """A Compute (``gradient`` False) or Gradient request's reply and its tensor element count."""
-        prepared, tensors = self._prepare(parsed, gradient)
-        elements = sum([t.numel() for t in tensors.values()])
-        result, device = self._evaluate(prepared, elements)
-        return self._finish(parsed, prepared, result, device, elements)
+        return self._finish(parsed, self.run(parsed, gradient))
 
     async def do_batched(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
         """A small request: validated here, then batched with its like when it can be, else computed inline."""
+        return self._finish(parsed, await self.run_batched(parsed, gradient))
+
+    def run(self, parsed: wire.Parsed, gradient: bool) -> Outcome:
+        """Validate and evaluate a Compute or Gradient request; its result as tensors (for fronts that
+        encode replies their own way, as the Open Inference Protocol's do)."""
+        prepared, tensors = self._prepare(parsed, gradient)
+        elements = sum([t.numel() for t in tensors.values()])
+        result, device = self._evaluate(prepared, elements)
+        return Outcome(prepared, result, device, elements)
+
+    async def run_batched(self, parsed: wire.Parsed, gradient: bool) -> Outcome:
+        """:meth:`run` for a small request, batched with its like when it can be."""
         prepared, tensors = self._prepare(parsed, gradient)
         elements = sum([t.numel() for t in tensors.values()])
         device = self._placement.device_for(elements)
@@ -139,7 +157,7 @@ class Pipeline:
             started = time.perf_counter()
             result = await self._batcher.submit(key, prepared, device)
             self._metrics.computed(device, time.perf_counter() - started)
-        return self._finish(parsed, prepared, result, device, elements)
+        return Outcome(prepared, result, device, elements)
 
     def _check_memory(self, prepared: Prepared, device: torch.device) -> None:
         """Refuse a request whose working memory (about 4x its tensors: inputs, intermediates, gradients,

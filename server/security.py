@@ -15,7 +15,9 @@ from typing import Any
 
 import grpc
 
-_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+# The calls a load balancer's probes make: gRPC health, and the Open Inference Protocol's liveness and readiness.
+_HEALTH_PREFIXES = ("/grpc.health.v1.Health/", "/inference.GRPCInferenceService/ServerLive",
+                    "/inference.GRPCInferenceService/ServerReady")
 
 
 def server_credentials(cert: Path, key: Path, client_ca: Path | None) -> grpc.ServerCredentials:
@@ -69,7 +71,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
         method = details.method or ""
-        if self._exempt_health and method.startswith(_HEALTH_PREFIX):
+        if self._exempt_health and method.startswith(_HEALTH_PREFIXES):
             return await continuation(details)
         header = dict(details.invocation_metadata or ()).get("authorization", "")
         scheme, _, token = header.partition(" ")

@@ -26,7 +26,7 @@ from lossd.losses import (
 from lossd.losses.errors import invalid
 from lossd.server.batching import Batcher
 from lossd.server.describe import loss_info
-from lossd.server.errors import ComputeDeadlineError, RpcFailure, ShuttingDownError, to_failure
+from lossd.server.errors import ComputeDeadlineError, RpcFailure, ServerBusyError, ShuttingDownError, to_failure
 from lossd.server.logs import REQUEST_ID, given_request_id, new_request_id
 from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics, lossd_version
 from lossd.server.pipeline import Pipeline
@@ -39,6 +39,7 @@ from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 from lossd.v1 import wire
 
 log = logging.getLogger("lossd.server")
+SERVICE = pb.DESCRIPTOR.services_by_name["LossService"].full_name
 
 
 @dataclass
@@ -87,16 +88,42 @@ class LossServicer(pb_grpc.LossServiceServicer):
         self._max_reply_bytes = max(0, max_elements - _REPLY_SLACK)
 
     async def Compute(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
-        return await self._serve("Compute", request.message.loss, request, context, self._compute)
+        return await self._serve("Compute", request.message.loss, request, context, self._compute,
+                                 self._compute_batched)
 
     async def Gradient(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
-        return await self._serve("Gradient", request.message.loss, request, context, self._gradient)
+        return await self._serve("Gradient", request.message.loss, request, context, self._gradient,
+                                 self._gradient_batched)
 
     def _compute(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
         return self._pipeline.do(parsed, gradient=False)
 
     def _gradient(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
         return self._pipeline.do(parsed, gradient=True)
+
+    def _compute_batched(self, parsed: wire.Parsed) -> Awaitable[tuple[wire.Outgoing, int]]:
+        return self._pipeline.do_batched(parsed, gradient=False)
+
+    def _gradient_batched(self, parsed: wire.Parsed) -> Awaitable[tuple[wire.Outgoing, int]]:
+        return self._pipeline.do_batched(parsed, gradient=True)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The validation and evaluation every front shares."""
+        return self._pipeline
+
+    @property
+    def draining(self) -> bool:
+        """Whether the server is refusing new calls before it stops (readiness is false then)."""
+        return self._draining
+
+    async def serve(self, method: str, loss_name: str | None, request: Any, context: Any,
+                    work: Callable[[Any], tuple[Any, int]],
+                    batched: Callable[[Any], Awaitable[tuple[Any, int]]] | None = None,
+                    service: str = SERVICE) -> Any:
+        """One call of another front through the same admission, limits, errors, metrics and tracing (see
+        :meth:`_serve`)."""
+        return await self._serve(method, loss_name, request, context, work, batched, service)
 
     async def ListLosses(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> pb.ListLossesResponse:
         return await self._serve("ListLosses", request.message.name or None, request, context, self._do_list)
@@ -123,11 +150,18 @@ class LossServicer(pb_grpc.LossServiceServicer):
             for part in reply_parts(outgoing, kind, self._chunk_bytes):
                 yield part
 
-    async def _serve(self, method: str, loss_name: str | None, request: wire.Parsed,
-                     context: grpc.aio.ServicerContext,
-                     work: Callable[[Any], tuple[Any, int]]) -> Any:
+    async def _serve(self, method: str, loss_name: str | None, request: Any, context: grpc.aio.ServicerContext,
+                     work: Callable[[Any], tuple[Any, int]],
+                     batched: Callable[[Any], Awaitable[tuple[Any, int]]] | None = None,
+                     service: str = SERVICE) -> Any:
         """One unary call, with the bookkeeping of :meth:`_accounted` written out: this is every small
-        call's path, where an async context manager's generator costs more than the loss itself."""
+        call's path, where an async context manager's generator costs more than the loss itself.
+
+        Every front calls this: lossd.v1, the Open Inference Protocol's gRPC service (``service``) and its
+        REST front, whose ``context`` stands in for grpc's. ``request`` has ``size`` (bytes received) and
+        ``error`` (set when its bytes did not decode); ``work`` computes it in place or on a compute thread,
+        ``batched`` (when given and batching is on) is the way for small requests.
+        """
         started = time.perf_counter()
         label = "all" if loss_name is None else (self._registry.canonical(loss_name) or UNKNOWN_LOSS)
         request_id = self._begin(method, context)
@@ -135,15 +169,14 @@ class LossServicer(pb_grpc.LossServiceServicer):
         elements = bytes_out = 0
         spans = response = None
         if self._tracer is not None:  # off: this test is all tracing costs
-            spans = CallSpans(self._tracer, method, context.invocation_metadata())
+            spans = CallSpans(self._tracer, method, context.invocation_metadata(), service)
             work = _traced(work, spans)
         try:
             self._admit()
             if request.error:
                 raise invalid("request", request.error)
-            if request.size <= self._inline_bytes and self._batching and method != "ListLosses":
-                batched = self._pipeline.do_batched(request, gradient=method == "Gradient")
-                response, elements = await self._bounded(batched)
+            if request.size <= self._inline_bytes and self._batching and batched is not None:
+                response, elements = await self._bounded(batched(request))
             elif request.size <= self._inline_bytes:
                 response, elements = work(request)  # runs now: nothing to wait for or to expire in a queue
             else:
@@ -211,7 +244,11 @@ class LossServicer(pb_grpc.LossServiceServicer):
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, failure: RpcFailure, request_id: str) -> None:
-        """End the call with ``failure``'s status (abort raises, so nothing after it runs)."""
+        """End the call with ``failure``'s status (abort raises, so nothing after it runs). A front that is not
+        gRPC gives a context with ``refuse``, which takes the whole failure (its HTTP status included)."""
+        refuse = getattr(context, "refuse", None)
+        if refuse is not None:
+            refuse(failure, request_id)  # raises
         await context.abort(failure.code, failure.message,
                             trailing_metadata=(*failure.trailing_metadata, (REQUEST_ID, request_id)))
 
@@ -263,7 +300,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
             raise ShuttingDownError("the server is shutting down; retry on another server")
         if self._max_in_flight and self._active > self._max_in_flight:
             self._metrics.reject("busy")
-            raise ResourceLimitError(f"server busy: {self._max_in_flight} calls in flight; retry later")
+            raise ServerBusyError(f"server busy: {self._max_in_flight} calls in flight; retry later")
 
     async def _bounded(self, work: Awaitable[Any]) -> Any:
         """``work``, cut off after max_deadline_seconds (its thread finishes, its answer is dropped)."""
@@ -298,6 +335,9 @@ def _traced(work: Callable[[Any], Any], spans: CallSpans) -> Callable[[Any], Any
 
 
 def _device_of(response: Any) -> str | None:
+    device = getattr(response, "device", None)
+    if isinstance(device, str):
+        return device or None
     message = getattr(response, "message", response)
     return getattr(message, "device", None) or None
 
@@ -305,6 +345,12 @@ def _device_of(response: Any) -> str | None:
 def _reply_too_large(method: str, size: int, limit: int) -> ResourceLimitError:
     """The refusal of a unary reply over the message limit (grpc would fail it with a bare "Sent message
     larger than max"): it names the way that carries replies of any size."""
+    if method.endswith("ModelInfer"):
+        return ResourceLimitError(
+            f"the reply holds {size} bytes of tensors, over this server's message limit of {limit}; ask for "
+            f"fewer outputs or a reduced loss, or use lossd.v1's ComputeStream or GradientStream, which carry "
+            f"replies of any size", [FieldViolation("outputs", f"the requested outputs ({size} bytes) do not "
+                                                              f"fit one message")])
     return ResourceLimitError(
         f"the reply holds {size} bytes of tensors, over this server's unary message limit of {limit}; "
         f"send the request over {method}Stream, which carries replies of any size in chunks",
@@ -314,9 +360,13 @@ def _reply_too_large(method: str, size: int, limit: int) -> ResourceLimitError:
 
 def _reply_bytes(response: Any) -> int:
     """Tensor bytes of a reply, detached ones included (no serialization)."""
+    measured = getattr(response, "reply_bytes", None)
+    if measured is not None:
+        return int(measured)
     if isinstance(response, wire.Outgoing):
         size = response.message.ByteSize()
         for d in response.detached:
             size += memoryview(d.raw).nbytes
         return size
-    return int(response.ByteSize())
+    size = getattr(response, "ByteSize", None)
+    return int(size()) if size is not None else 0  # a REST front's JSON metadata carries no tensors

@@ -27,6 +27,10 @@ class ServerSettings(BaseSettings):
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
     """gRPC port; 0 picks a free one (the server reports which)."""
 
+    http_port: int | None = Field(None, ge=0, le=65535)
+    """Port of the Open Inference Protocol's REST front (on ``host``); unset (the default) leaves it off, so
+    that several servers on one host never collide; 0 picks a free one."""
+
     device: str = "auto"
     """Where losses run: auto (CUDA when available, else CPU), cpu, cuda or cuda:N."""
 

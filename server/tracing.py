@@ -1,5 +1,5 @@
 """OpenTelemetry tracing of calls, opt-in: a server span per call that continues the caller's W3C
-``traceparent`` (from gRPC metadata), with ``queue`` and ``compute`` child spans.
+``traceparent`` (from gRPC metadata or HTTP headers), with ``queue`` and ``compute`` child spans.
 
 It is switched on the standard way, ``OTEL_TRACES_EXPORTER=otlp`` (with ``OTEL_EXPORTER_OTLP_ENDPOINT``;
 OTLP over gRPC), or by ``--tracing`` / ``LOSSD_TRACING`` with a tracer provider the embedding program has
@@ -47,14 +47,16 @@ def _install_otlp(trace: Any) -> None:
 class CallSpans:
     """The spans of one traced call: the server span, and its children opened from any thread."""
 
-    def __init__(self, tracer: Any, method: str, metadata: Any) -> None:
+    def __init__(self, tracer: Any, method: str, metadata: Any, service: str = "lossd.v1.LossService") -> None:
         from opentelemetry import propagate, trace
 
         self._trace = trace
         carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
-        self.span = tracer.start_span(f"lossd.v1.LossService/{method}", context=propagate.extract(carrier),
+        # The REST front's calls are named like the gRPC methods they mirror, under rpc.system "http".
+        system = "http" if service.endswith(".http") else "grpc"
+        self.span = tracer.start_span(f"{service}/{method}", context=propagate.extract(carrier),
                                       kind=trace.SpanKind.SERVER,
-                                      attributes={"rpc.system": "grpc", "rpc.service": "lossd.v1.LossService",
+                                      attributes={"rpc.system": system, "rpc.service": service,
                                                   "rpc.method": method})
         self._tracer = tracer
         self._parent = trace.set_span_in_context(self.span)

@@ -36,9 +36,10 @@ def _deterministic_math() -> None:
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[BackgroundServer]:
-    """A real lossd server (device auto) on 127.0.0.1, any free port, with its metrics endpoint."""
+    """A real lossd server (device auto) on 127.0.0.1, any free port, with its metrics endpoint and its REST
+    front (also on a free port)."""
     device = os.environ.get("LOSSD_TEST_DEVICE", "auto")
-    settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, device=device)
+    settings = ServerSettings(host="127.0.0.1", port=0, metrics_port=0, http_port=0, device=device)
     srv = BackgroundServer(settings).start()
     srv.server.serve_metrics("127.0.0.1", 0)
     yield srv

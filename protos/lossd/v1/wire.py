@@ -79,6 +79,11 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, int, int, int]]:
         pos = end
 
 
+# Public names for the other hand-written codecs (the Open Inference Protocol's, in lossd.server.v2_grpc).
+varint = _varint
+fields = _fields
+
+
 @dataclass(frozen=True)
 class Detached:
     """A tensor to append to a message: ``field`` number, map ``key`` (None for a singular field),
