@@ -27,7 +27,8 @@ ENV LOSSD_HOST=0.0.0.0 \
     LOSSD_METRICS_HOST=0.0.0.0 \
     LOSSD_METRICS_PORT=8909 \
     PYTHONUNBUFFERED=1
-EXPOSE 50051 8909
+# 8000: the REST front, when LOSSD_HTTP_PORT=8000 turns it on (compose and the manifests do).
+EXPOSE 50051 8909 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD lossd health --address "127.0.0.1:${LOSSD_PORT}" || exit 1
 STOPSIGNAL SIGTERM

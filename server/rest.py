@@ -13,6 +13,7 @@ error, the HTTP layer's own included, is ``{"error": "..."}`` with the status th
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import ssl
@@ -43,6 +44,7 @@ MAX_URL_BYTES = 8192
 # past them, its parser's refusal is answered in JSON as well (_JsonErrorHandler).
 _PARSER_LIMIT = 1 << 20
 _HEALTH = ("/v2/health/live", "/v2/health/ready")
+_dumps = functools.partial(json.dumps, separators=(",", ":"))  # compact, as Triton answers
 
 
 class _Refused(Exception):
@@ -99,7 +101,7 @@ def error_body(message: str, violations: tuple[tuple[str, str], ...] = ()) -> di
 
 def _json_error(status: int, message: str, request_id: str | None = None,
                 violations: tuple[tuple[str, str], ...] = ()) -> web.Response:
-    response = web.json_response(error_body(clip(message, MAX_MESSAGE_CHARS), violations), status=status)
+    response = web.json_response(error_body(clip(message, MAX_MESSAGE_CHARS), violations), status=status, dumps=_dumps)
     if request_id:
         response.headers[REQUEST_ID] = request_id
     return response
@@ -206,15 +208,15 @@ class RestFront:
         return _json(body, request_id)
 
     async def _live(self, request: web.Request) -> web.Response:
-        return web.json_response({"live": True})
+        return web.json_response({"live": True}, dumps=_dumps)
 
     async def _ready(self, request: web.Request) -> web.Response:
         if self._servicer.draining:
             return _json_error(503, "the server is shutting down; retry on another server")
-        return web.json_response({"ready": True})
+        return web.json_response({"ready": True}, dumps=_dumps)
 
     async def _openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi_document(self._models.server_version))
+        return web.json_response(openapi_document(self._models.server_version), dumps=_dumps)
 
     async def _model_metadata(self, request: web.Request) -> web.Response:
         name, version = request.match_info["model"], request.match_info.get("version", "")
@@ -261,7 +263,7 @@ class _JsonErrorHandler(RequestHandler):  # type: ignore[misc]
             text = "internal error; the server logged the details"
         else:
             text = f"malformed HTTP request: {clip(message or HTTPStatus(status).phrase, 300)}"
-        response = web.json_response(error_body(text), status=status)
+        response = web.json_response(error_body(text), status=status, dumps=_dumps)
         response.force_close()
         return response
 
@@ -279,7 +281,7 @@ class _Runner(web.AppRunner):
 
 
 def _json(body: dict[str, Any], request_id: str | None) -> web.Response:
-    response = web.json_response(body)
+    response = web.json_response(body, dumps=_dumps)
     if request_id:
         response.headers[REQUEST_ID] = request_id
     return response
@@ -409,7 +411,7 @@ def encode_reply(reply: InferReply, binary: dict[str, bool], request_id: str | N
                            "parameters": reply.parameters}
     if reply.id:
         doc["id"] = reply.id
-    head = json.dumps(doc, separators=(",", ":")).encode()
+    head = _dumps(doc).encode()
     headers = {REQUEST_ID: request_id} if request_id else {}
     if not blobs:
         return web.Response(body=head, content_type="application/json", headers=headers)

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_PORT = 50051
 # Outside Prometheus' exporter range (9100-9999, fully allocated) and below Linux's ephemeral ports.
 DEFAULT_METRICS_PORT = 8909
+# The REST front's port where compose and the manifests turn it on: the Open Inference Protocol's usual one.
+DEFAULT_HTTP_PORT = 8000
 
 
 class ServerSettings(BaseSettings):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lossd.server.settings import DEFAULT_METRICS_PORT, DEFAULT_PORT
+from lossd.server.settings import DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT, DEFAULT_PORT
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ROOT = DEPLOY.parent
@@ -84,7 +84,7 @@ def test_kubernetes_manifests_refer_to_each_other() -> None:
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": DEFAULT_PORT, "metrics": DEFAULT_METRICS_PORT}
+    assert ports == {"grpc": DEFAULT_PORT, "metrics": DEFAULT_METRICS_PORT, "http": DEFAULT_HTTP_PORT}
     assert container["readinessProbe"]["grpc"]["port"] == ports["grpc"]
     assert container["livenessProbe"]["grpc"]["port"] == ports["grpc"]
     assert "nvidia.com/gpu" in container["resources"]["limits"]
@@ -95,3 +95,16 @@ def test_kubernetes_manifests_refer_to_each_other() -> None:
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     pdb = _yaml(DEPLOY / "k8s" / "pdb.yaml")[0]
     assert pdb["spec"]["selector"]["matchLabels"] == labels
+
+
+def test_compose_and_kubernetes_turn_the_rest_front_on_at_its_port() -> None:
+    """The REST front is off by default; compose and the Deployment turn it on at the port the Service and the
+    image expose."""
+    compose = _yaml(ROOT / "docker-compose.yml")[0]["services"]["lossd"]
+    assert compose["environment"]["LOSSD_HTTP_PORT"] == str(DEFAULT_HTTP_PORT)
+    container = _yaml(DEPLOY / "k8s" / "deployment.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["LOSSD_HTTP_PORT"] == str(DEFAULT_HTTP_PORT)
+    service = _yaml(DEPLOY / "k8s" / "service.yaml")[0]
+    assert {"name": "http", "port": DEFAULT_HTTP_PORT, "targetPort": "http"} in service["spec"]["ports"]
+    assert f"EXPOSE {DEFAULT_PORT} {DEFAULT_METRICS_PORT} {DEFAULT_HTTP_PORT}" in (ROOT / "Dockerfile").read_text()

@@ -33,7 +33,7 @@ def traced_server() -> Iterator[BackgroundServer]:
         provider = TracerProvider()
         trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    with BackgroundServer(ServerSettings(port=0, metrics_port=0, device="cpu", tracing=True)) as srv:
+    with BackgroundServer(ServerSettings(port=0, metrics_port=0, http_port=0, device="cpu", tracing=True)) as srv:
         yield srv
 
 
@@ -78,6 +78,51 @@ def test_streamed_calls_are_traced_too(traced_server: BackgroundServer) -> None:
     [server] = [s for s in EXPORTER.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
     assert server.name == "lossd.v1.LossService/GradientStream"
     assert server.attributes["lossd.loss"] == "mae" and server.attributes["lossd.elements"] == 100_000
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+def test_a_v2_grpc_call_continues_the_callers_traceparent(traced_server: BackgroundServer) -> None:
+    """ModelInfer with a traceparent in its metadata: the server span is in that trace, under that parent."""
+    from lossd.oip import grpc_predict_v2_pb2 as v2
+    from lossd.oip import grpc_predict_v2_pb2_grpc as v2_grpc
+
+    EXPORTER.clear()
+    request = v2.ModelInferRequest(model_name="MSELoss")
+    for name in ("input", "target"):
+        request.inputs.add(name=name, datatype="FP32", shape=[2])
+        request.raw_input_contents.append(np.ones(2, np.float32).tobytes())
+    with grpc.insecure_channel(traced_server.address) as channel:
+        v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10,
+                                                             metadata=(("traceparent", TRACEPARENT),))
+    [server] = [s for s in EXPORTER.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+    assert server.name == "inference.GRPCInferenceService/ModelInfer"
+    assert f"{server.context.trace_id:032x}" == TRACE_ID and f"{server.parent.span_id:016x}" == "00f067aa0ba902b7"
+    assert (server.attributes["rpc.method"], server.attributes["lossd.loss"]) == ("ModelInfer", "mse")
+
+
+@pytest.mark.parametrize(("body", "error"), [(b'{"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", '
+                                              b'"data": [1]}, {"name": "target", "shape": [1], "datatype": "FP32", '
+                                              b'"data": [0]}]}', False), (b"{not json", True)])
+def test_a_rest_call_continues_the_traceparent_header(traced_server: BackgroundServer, body: bytes,
+                                                      error: bool) -> None:
+    """A REST infer with a traceparent header joins that trace; a refusal marks its span as an error."""
+    import urllib.error
+    import urllib.request
+
+    EXPORTER.clear()
+    url = f"http://{traced_server.http_address}/v2/models/mae/infer"
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, data=body, headers={"traceparent": TRACEPARENT}),
+                               timeout=10).read()
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400
+    [server] = [s for s in EXPORTER.get_finished_spans() if s.kind == trace.SpanKind.SERVER]
+    assert server.name == "inference.http/HttpModelInfer" and server.attributes["rpc.system"] == "http"
+    assert f"{server.context.trace_id:032x}" == TRACE_ID
+    assert (server.status.status_code == trace.StatusCode.ERROR) is error
 
 
 def test_tracing_off_makes_no_spans(traced_server: BackgroundServer, server: BackgroundServer) -> None:

@@ -8,6 +8,7 @@ defined twice), and it holds protobuf below 7. The test builds that environment 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def answers(tmp_path_factory: pytest.TempPathFactory, server: BackgroundServer) -> dict[str, Any]:
+def triton_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Python of a fresh virtual environment holding tritonclient[grpc,http] from the registry."""
     venv = tmp_path_factory.mktemp("triton") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
@@ -35,7 +37,13 @@ def answers(tmp_path_factory: pytest.TempPathFactory, server: BackgroundServer) 
                                capture_output=True, text=True, timeout=900)
     if installed.returncode != 0:
         pytest.skip(f"tritonclient[grpc,http] could not be installed from the registry: {installed.stderr[-500:]}")
-    done = subprocess.run([str(python), str(HERE / "triton_driver.py"), server.address, server.http_address or ""],
+    return python
+
+
+@pytest.fixture(scope="module")
+def answers(triton_python: Path, server: BackgroundServer) -> dict[str, Any]:
+    done = subprocess.run([str(triton_python), str(HERE / "triton_driver.py"), server.address,
+                           server.http_address or ""],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
@@ -83,3 +91,17 @@ def test_a_refusal_raises_tritonclients_exception_naming_the_field(answers: dict
 def test_an_unknown_model_is_not_found(answers: dict[str, Any], protocol: str, status: str) -> None:
     got_status, message = answers[protocol]["unknown"]
     assert got_status == status and "unknown loss 'no_such_loss'" in message
+
+
+def test_readme_triton_example_prints_what_the_readme_says(triton_python: Path, server: BackgroundServer,
+                                                          tmp_path: Path) -> None:
+    """The README's tritonclient example, pasted into Python, prints the output the README shows."""
+    section = (HERE.parent / "README.md").read_text().split("### Over gRPC, with Triton's client", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    printed = re.search(r"It prints:\n\n```text\n(.*?)```", section, re.S)
+    assert code and printed
+    script = tmp_path / "triton_example.py"
+    script.write_text(code.group(1).replace("localhost:50051", server.address))
+    done = subprocess.run([str(triton_python), str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == printed.group(1)
