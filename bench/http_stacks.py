@@ -2,10 +2,12 @@
 
 Each stack serves the same handler in a process of its own on loopback: read the body, parse the JSON (a
 small infer request), answer a small JSON reply; and a 4 MiB binary body (Triton's binary tensor extension)
-read whole and answered with its length. One client process sends the requests one after another over a
-kept-alive connection (http.client), so the figure is each stack's own cost per request. Run with the
-candidates installed (``pip install aiohttp uvicorn[standard] starlette``): ``python bench/http_stacks.py``.
-Stacks that are not installed are skipped.
+read whole and answered with its length. aiohttp runs twice: reading the body with ``request.read()``, and
+into one buffer of the declared length as lossd.server.rest_codec does; uvicorn on asyncio's own loop (the one
+grpc.aio runs on, which the REST front shares) and on uvloop. One client process sends the requests one
+after another over a kept-alive connection (http.client), so the figure is each stack's own cost per
+request. Run with the candidates installed (``pip install aiohttp uvicorn[standard] starlette``):
+``python bench/http_stacks.py``. Stacks that are not installed are skipped.
 """
 
 from __future__ import annotations
@@ -35,6 +37,27 @@ app = web.Application(client_max_size=64 << 20)
 app.add_routes([web.post("/small", small), web.post("/large", large)])
 web.run_app(app, host="127.0.0.1", port=PORT, access_log=None, print=None)
 """,
+    "aiohttp, body read into one buffer": """
+import json, sys
+from aiohttp import web
+async def read(request):
+    # One copy: the chunks go straight into a buffer of the declared length (request.read() joins them into a
+    # growing bytearray, then copies that into bytes).
+    body = bytearray(request.content_length or 0)
+    view, at = memoryview(body), 0
+    while chunk := await request.content.readany():
+        view[at:at + len(chunk)] = chunk
+        at += len(chunk)
+    return body
+async def small(request):
+    json.loads(await read(request))
+    return web.json_response(REPLY)
+async def large(request):
+    return web.json_response({"bytes": len(await read(request))})
+app = web.Application(client_max_size=64 << 20)
+app.add_routes([web.post("/small", small), web.post("/large", large)])
+web.run_app(app, host="127.0.0.1", port=PORT, access_log=None, print=None)
+""",
     "uvicorn+starlette": """
 import json
 import uvicorn
@@ -47,10 +70,16 @@ async def small(request):
 async def large(request):
     return JSONResponse({"bytes": len(await request.body())})
 app = Starlette(routes=[Route("/small", small, methods=["POST"]), Route("/large", large, methods=["POST"])])
-uvicorn.run(app, host="127.0.0.1", port=PORT, access_log=False, log_level="warning")
+uvicorn.run(app, host="127.0.0.1", port=PORT, access_log=False, log_level="warning", loop=LOOP)
 """,
 }
-NEEDS = {"aiohttp": ["aiohttp"], "uvicorn+starlette": ["uvicorn", "starlette"]}
+# uvicorn picks uvloop when it is installed; lossd's server runs grpc.aio on asyncio's own loop, which the REST
+# front must share, so the asyncio-loop variant is the one to compare.
+SERVERS["uvicorn+starlette, asyncio loop"] = "LOOP = 'asyncio'\n" + SERVERS["uvicorn+starlette"]
+SERVERS["uvicorn+starlette, uvloop"] = "LOOP = 'uvloop'\n" + SERVERS.pop("uvicorn+starlette")
+NEEDS = {"aiohttp": ["aiohttp"], "aiohttp, body read into one buffer": ["aiohttp"],
+         "uvicorn+starlette, asyncio loop": ["uvicorn", "starlette", "httptools"],
+         "uvicorn+starlette, uvloop": ["uvicorn", "starlette", "httptools", "uvloop"]}
 
 CLIENT = """
 import http.client, sys, time
@@ -116,11 +145,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds, stacks alternating (default 2)")
     args = parser.parse_args()
     stacks = [s for s in SERVERS if _installed(NEEDS[s])]
-    print(f"{'stack':<20} {'round':>5} {'small JSON, µs/request':>24} {'4 MiB bodies, MiB/s':>20}")
+    print(f"{'stack':<32} {'round':>5} {'small JSON, µs/request':>24} {'4 MiB bodies, MiB/s':>20}")
     for round_ in range(1, args.rounds + 1):
         for stack in stacks:
             per_request, throughput = measure(stack, args.requests)
-            print(f"{stack:<20} {round_:>5} {per_request:>24.0f} {throughput:>20.0f}")
+            print(f"{stack:<32} {round_:>5} {per_request:>24.0f} {throughput:>20.0f}")
     return 0
 
 

@@ -13,6 +13,7 @@ from types import TracebackType
 
 _LOSSD_STARTED = re.compile(r"serving on [\d.]+:(\d+)")
 _ECHO_STARTED = re.compile(r"port=(\d+)")
+_HTTP_AT = re.compile(r"http=[\d.]+:(\d+)")
 
 
 class ServerProcess:
@@ -26,6 +27,7 @@ class ServerProcess:
         self._env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
+        self.http_port = 0  # lossd's REST front, when its start line names one
 
     def __enter__(self) -> ServerProcess:
         self.proc = subprocess.Popen(self._argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -39,6 +41,8 @@ class ServerProcess:
             if found:
                 self.port = int(found.group(1))
                 started += 1
+                http = _HTTP_AT.search(line)
+                self.http_port = int(http.group(1)) if http else self.http_port
             if started == self._starts:
                 # Keep draining its output so a chatty child never blocks on a full pipe.
                 threading.Thread(target=self._drain, daemon=True).start()
@@ -111,3 +115,9 @@ _ECHO_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(512 << 20), "MALLOC_TRIM_THRESHOLD
 def echo_server() -> ServerProcess:
     """The raw-bytes echo ceiling."""
     return ServerProcess([sys.executable, "-m", "lossd.bench.echo", "--port", "0"], _ECHO_STARTED, _ECHO_MALLOC)
+
+
+def http_echo_server() -> ServerProcess:
+    """The raw-bytes HTTP echo, the REST front's ceiling."""
+    return ServerProcess([sys.executable, "-m", "lossd.bench.http_echo", "--port", "0"], _ECHO_STARTED,
+                         _ECHO_MALLOC)

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from lossd.bench.echo import METHOD
 from lossd.bench.measure import PairedThroughput, paired_latency, paired_throughput
-from lossd.bench.processes import ServerProcess, echo_server, lossd_server
+from lossd.bench.processes import ServerProcess, echo_server, http_echo_server, lossd_server
+from lossd.bench.v2 import run_v2
 from lossd.client import LossClient
 from lossd.client._codec import encode_array
 from lossd.v1 import loss_service_pb2 as pb
@@ -222,7 +223,8 @@ def run_cpu(quick: bool, scoring: bool = True) -> tuple[list[Row], list[dict[str
     figures (``scoring`` False leaves those out)."""
     from lossd.bench.scoring import memory_growth, rows_of, run_scoring
 
-    with lossd_server("--device", "cpu", "--shm-prefix", SHM_PREFIX) as server, echo_server() as echo, \
+    with lossd_server("--device", "cpu", "--shm-prefix", SHM_PREFIX, "--http-port", "0") as server, \
+            echo_server() as echo, http_echo_server() as http_echo, \
             LossClient(server.address, timeout=120, max_message_mb=1024) as client, \
             grpc.insecure_channel(server.address, options=_OPTIONS) as lossd_channel, \
             grpc.insecure_channel(echo.address, options=_OPTIONS) as echo_channel:
@@ -230,6 +232,7 @@ def run_cpu(quick: bool, scoring: bool = True) -> tuple[list[Row], list[dict[str
                       echo_channel.unary_unary(METHOD), quick)
         rows = [mse_small_latency(ctx), mse_small_throughput(ctx), mse_small_throughput_workers(ctx),
                 mse_large_gradient(ctx), ce_gradient(ctx), shared_memory_throughput(ctx)]
+        rows += run_v2(server, ctx.echo_call, http_echo, quick, Row)
         sweep = size_sweep(ctx)
         scored = run_scoring(server.address, ctx.stub, ctx.echo_call, quick) if scoring else []
     rows.append(memory_per_request(quick))

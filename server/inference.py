@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,30 +22,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossd.losses import FieldViolation, InvalidRequestError, LossSpec, ParamType, Registry, Role, UnknownLossError
+from lossd.losses import FieldViolation, InvalidRequestError, LossSpec, ParamType, Registry, UnknownLossError
 from lossd.losses.errors import invalid
 from lossd.server.describe import param_value
 from lossd.server.metrics import lossd_version
+from lossd.server.model_metadata import (
+    GRAD_PREFIX,
+    LOSS_OUTPUT,
+    TORCH_DATATYPES,
+    VERSION,
+    ModelMetadata,
+    model_metadata,
+)
 from lossd.server.pipeline import Outcome, Pipeline
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import wire
 
-PLATFORM = "lossd_torch"
-VERSION = "1"  # every loss is served at one version
 SERVER_NAME = "lossd"
 EXTENSIONS = ("binary_tensor_data", "parameters")
-LOSS_OUTPUT = "loss"
-GRAD_PREFIX = "grad_"
 GRAD_OUTPUT = "grad_output"  # the input that carries a Gradient call's upstream gradient
 
 # V2 datatype names <-> lossd's wire dtypes; the others (INT8, INT16, UINT16..64, BYTES) have no lossd dtype.
 DATATYPES: dict[str, int] = {
     "BOOL": pb.DTYPE_BOOL, "UINT8": pb.DTYPE_UINT8, "INT32": pb.DTYPE_INT32, "INT64": pb.DTYPE_INT64,
     "FP16": pb.DTYPE_FLOAT16, "BF16": pb.DTYPE_BFLOAT16, "FP32": pb.DTYPE_FLOAT32, "FP64": pb.DTYPE_FLOAT64,
-}
-TORCH_DATATYPES: dict[torch.dtype, str] = {
-    torch.bool: "BOOL", torch.uint8: "UINT8", torch.int32: "INT32", torch.int64: "INT64",
-    torch.float16: "FP16", torch.bfloat16: "BF16", torch.float32: "FP32", torch.float64: "FP64",
 }
 # numpy dtypes of typed values (JSON data, gRPC contents); BF16 goes through float32 and torch.
 NUMPY_DTYPES: dict[str, Any] = {
@@ -138,38 +137,6 @@ class InferReply:
         return {"loss_name": self.model, "reduction": self.reduction, "device": self.device}
 
 
-@dataclass(frozen=True)
-class TensorMetadata:
-    """A model input or output as ModelMetadata lists it; ``datatypes`` and ``rule`` say all a role takes."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    datatypes: tuple[str, ...] = ()
-    rule: str = ""
-    optional: bool = False
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """A loss as a V2 model."""
-
-    name: str
-    inputs: tuple[TensorMetadata, ...]
-    outputs: tuple[TensorMetadata, ...]
-    spec: LossSpec
-
-    @property
-    def versions(self) -> tuple[str, ...]:
-        """Every version served (one)."""
-        return (VERSION,)
-
-    @property
-    def platform(self) -> str:
-        """The V2 platform name."""
-        return PLATFORM
-
-
 class InferenceModels:
     """The registry's losses as V2 models, and V2 requests as lossd requests through the shared pipeline."""
 
@@ -201,18 +168,8 @@ class InferenceModels:
         return True
 
     def metadata(self, name: str, version: str = "") -> ModelMetadata:
-        """``name``'s inputs and outputs (see :func:`role_shape` for the shapes)."""
-        spec = self.spec(name, version)
-        inputs = tuple(TensorMetadata(r.name, _preferred(r), role_shape(spec, r), _datatypes(r), r.shape,
-                                      not r.required) for r in spec.roles)
-        loss_shape = () if spec.default_reduction != "none" else role_shape(spec, spec.roles[0])
-        outputs = [TensorMetadata(LOSS_OUTPUT, "FP32", loss_shape, ("FP16", "BF16", "FP32", "FP64"),
-                                  "() when reduced; under reduction none, the unreduced shape; "
-                                  "the inputs' floating dtype")]
-        outputs += [TensorMetadata(GRAD_PREFIX + r.name, _preferred(r), role_shape(spec, r), _datatypes(r),
-                                   f"the shape and dtype of {r.name}", True)
-                    for r in spec.roles if r.differentiable]
-        return ModelMetadata(spec.name, inputs, tuple(outputs), spec)
+        """``name``'s inputs and outputs (see lossd.server.model_metadata.role_shape for the shapes)."""
+        return model_metadata(self.spec(name, version))
 
     def to_parsed(self, request: InferRequest) -> tuple[wire.Parsed, bool, list[str]]:
         """The lossd.v1 request ``request`` stands for, whether it is a Gradient, and the outputs to return.
@@ -240,13 +197,15 @@ class InferenceModels:
                 continue
             dtype, data = decoded
             if tensor.name == GRAD_OUTPUT and gradient:
-                message.grad_output.CopyFrom(pb.Tensor(dtype=dtype, shape=list(tensor.shape)))
-                raw[(wire.GRAD_OUTPUT, None)] = data
+                slot, key = message.grad_output, (wire.GRAD_OUTPUT, None)
             elif tensor.name in message.inputs:
                 problems.append(FieldViolation(where, "given twice; send each input once"))
+                continue
             else:
-                message.inputs[tensor.name].CopyFrom(pb.Tensor(dtype=dtype, shape=list(tensor.shape)))
-                raw[(wire.INPUTS, tensor.name)] = data
+                slot, key = message.inputs[tensor.name], (wire.INPUTS, tensor.name)
+            slot.dtype = dtype  # filled in place: building a Tensor and copying it in costs twice as much
+            slot.shape.extend(tensor.shape)
+            raw[key] = data
         if problems:
             raise InvalidRequestError(problems)
         if gradient:
@@ -382,39 +341,3 @@ def _input_bytes(tensor: InferInput, where: str, problems: list[FieldViolation])
     return dtype, memoryview(values).cast("B")
 
 
-def _preferred(role: Role) -> str:
-    """A role's first datatype: FP32 for floating roles, INT64 for class indices (lossd lists them first)."""
-    return _datatypes(role)[0]
-
-
-def _datatypes(role: Role) -> tuple[str, ...]:
-    return tuple(TORCH_DATATYPES[d] for d in role.dtypes if d in TORCH_DATATYPES)
-
-
-_SAME_AS = re.compile(r"(?:same shape as|same as|broadcastable to|as)\s+([a-z_0-9]+)|([a-z_0-9]+)'s shape")
-
-
-def role_shape(spec: LossSpec, role: Role, seen: frozenset[str] = frozenset()) -> tuple[int, ...]:
-    """A role's shape for ModelMetadata: its first form, -1 for each free dimension (a number where the rule
-    fixes one); where it takes several ranks, the lowest of the first form ("(N, C, d1, ..., dk)" → 3 dims);
-    "same shape as X" takes X's; any shape is ``(-1,)``. The rule in words is in ListLosses and REST metadata."""
-    rule = role.shape.strip()
-    if rule.startswith("("):
-        dims = []
-        for part in rule[1:rule.find(")")].split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "..." in part:  # "d1, ..., dk": none of them unless the rule asks for k >= 1
-                if "k >= 1" not in rule:
-                    dims.pop()
-                break
-            dims.append(int(part) if part.isdigit() else -1)
-        return tuple(dims)
-    match = _SAME_AS.search(rule)
-    if match:
-        other = match.group(1) or match.group(2)
-        peer = next((r for r in spec.roles if r.name == other), None)
-        if peer is not None and peer.name not in seen and peer.name != role.name:
-            return role_shape(spec, peer, seen | {role.name})
-    return (-1,)

@@ -13,8 +13,6 @@ error, the HTTP layer's own included, is ``{"error": "..."}`` with the status th
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -26,25 +24,31 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from lossd.losses import FieldViolation, InvalidRequestError
-from lossd.losses.errors import invalid
 from lossd.server.errors import MAX_MESSAGE_CHARS, RpcFailure, clip
-from lossd.server.inference import EXTENSIONS, SERVER_NAME, InferenceModels, InferInput, InferReply, InferRequest
+from lossd.server.inference import EXTENSIONS, SERVER_NAME, InferenceModels, InferReply
 from lossd.server.logs import REQUEST_ID
 from lossd.server.openapi import openapi_document
+from lossd.server.rest_codec import (
+    HEADER_LENGTH,
+    Received,
+    dumps,
+    encode_reply,
+    error_body,
+    model_metadata_json,
+    parse_infer_body,
+    read_body,
+)
 from lossd.server.security import token_matches
 from lossd.server.servicer import LossServicer
 
 log = logging.getLogger("lossd.server")
 
 SERVICE = "inference.http"  # the span service name of REST calls
-HEADER_LENGTH = "Inference-Header-Content-Length"
 MAX_URL_BYTES = 8192
 # aiohttp's own line and header limits, far above MAX_URL_BYTES so that lossd words the refusal of a long URL;
 # past them, its parser's refusal is answered in JSON as well (_JsonErrorHandler).
 _PARSER_LIMIT = 1 << 20
 _HEALTH = ("/v2/health/live", "/v2/health/ready")
-_dumps = functools.partial(json.dumps, separators=(",", ":"))  # compact, as Triton answers
 
 
 class _Refused(Exception):
@@ -79,29 +83,9 @@ class _HttpCall:
         raise _Refused(failure, request_id)
 
 
-class _Received:
-    """A request body, not yet parsed (parsing is part of the call, so its refusals are counted)."""
-
-    def __init__(self, body: bytes, header_length: str | None, model: str, version: str) -> None:
-        self.body = body
-        self.header_length = header_length
-        self.model = model
-        self.version = version
-        self.size = len(body)
-        self.error: str | None = None
-
-
-def error_body(message: str, violations: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
-    """The JSON of every refusal: ``error``, and the violated fields when there are any."""
-    body: dict[str, Any] = {"error": message}
-    if violations:
-        body["details"] = [{"field": f, "description": d} for f, d in violations]
-    return body
-
-
 def _json_error(status: int, message: str, request_id: str | None = None,
                 violations: tuple[tuple[str, str], ...] = ()) -> web.Response:
-    response = web.json_response(error_body(clip(message, MAX_MESSAGE_CHARS), violations), status=status, dumps=_dumps)
+    response = web.json_response(error_body(clip(message, MAX_MESSAGE_CHARS), violations), status=status, dumps=dumps)
     if request_id:
         response.headers[REQUEST_ID] = request_id
     return response
@@ -204,26 +188,26 @@ class RestFront:
     async def _server_metadata(self, request: web.Request) -> web.Response:
         def work(_: Any) -> tuple[dict[str, Any], int]:
             return {"name": SERVER_NAME, "version": self._models.server_version, "extensions": list(EXTENSIONS)}, 0
-        body, request_id = await self._call(request, "HttpServerMetadata", None, _Received(b"", None, "", ""), work)
+        body, request_id = await self._call(request, "HttpServerMetadata", None, Received(b"", None, "", ""), work)
         return _json(body, request_id)
 
     async def _live(self, request: web.Request) -> web.Response:
-        return web.json_response({"live": True}, dumps=_dumps)
+        return web.json_response({"live": True}, dumps=dumps)
 
     async def _ready(self, request: web.Request) -> web.Response:
         if self._servicer.draining:
             return _json_error(503, "the server is shutting down; retry on another server")
-        return web.json_response({"ready": True}, dumps=_dumps)
+        return web.json_response({"ready": True}, dumps=dumps)
 
     async def _openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi_document(self._models.server_version), dumps=_dumps)
+        return web.json_response(openapi_document(self._models.server_version), dumps=dumps)
 
     async def _model_metadata(self, request: web.Request) -> web.Response:
         name, version = request.match_info["model"], request.match_info.get("version", "")
 
         def work(_: Any) -> tuple[dict[str, Any], int]:
             return model_metadata_json(self._models, name, version), 0
-        body, request_id = await self._call(request, "HttpModelMetadata", name, _Received(b"", None, name, version),
+        body, request_id = await self._call(request, "HttpModelMetadata", name, Received(b"", None, name, version),
                                             work)
         return _json(body, request_id)
 
@@ -232,19 +216,19 @@ class RestFront:
 
         def work(_: Any) -> tuple[dict[str, Any], int]:
             return {"name": self._models.spec(name, version).name, "ready": True}, 0
-        body, request_id = await self._call(request, "HttpModelReady", name, _Received(b"", None, name, version),
+        body, request_id = await self._call(request, "HttpModelReady", name, Received(b"", None, name, version),
                                             work)
         return _json(body, request_id)
 
     async def _infer(self, request: web.Request) -> web.Response:
         name, version = request.match_info["model"], request.match_info.get("version", "")
-        received = _Received(await request.read(), request.headers.get(HEADER_LENGTH), name, version)
+        received = Received(await read_body(request), request.headers.get(HEADER_LENGTH), name, version)
         binary: dict[str, bool] = {}
 
-        def work(r: _Received) -> tuple[InferReply, int]:
+        def work(r: Received) -> tuple[InferReply, int]:
             return self._models.infer(parse_infer_body(r, binary))
 
-        async def batched(r: _Received) -> tuple[InferReply, int]:
+        async def batched(r: Received) -> tuple[InferReply, int]:
             return await self._models.infer_batched(parse_infer_body(r, binary))
         reply, request_id = await self._call(request, "HttpModelInfer", name, received, work, batched)
         return encode_reply(reply, binary, request_id)
@@ -263,7 +247,7 @@ class _JsonErrorHandler(RequestHandler):  # type: ignore[misc]
             text = "internal error; the server logged the details"
         else:
             text = f"malformed HTTP request: {clip(message or HTTPStatus(status).phrase, 300)}"
-        response = web.json_response(error_body(text), status=status, dumps=_dumps)
+        response = web.json_response(error_body(text), status=status, dumps=dumps)
         response.force_close()
         return response
 
@@ -281,142 +265,10 @@ class _Runner(web.AppRunner):
 
 
 def _json(body: dict[str, Any], request_id: str | None) -> web.Response:
-    response = web.json_response(body, dumps=_dumps)
+    response = web.json_response(body, dumps=dumps)
     if request_id:
         response.headers[REQUEST_ID] = request_id
     return response
-
-
-def model_metadata_json(models: InferenceModels, name: str, version: str) -> dict[str, Any]:
-    """A loss as the REST front's model metadata: the V2 fields, and in ``parameters`` what V2 cannot say
-    (every datatype a tensor takes, its shape rule in words, whether it is optional; the loss's parameters)."""
-    meta = models.metadata(name, version)
-
-    def tensor(t: Any) -> dict[str, Any]:
-        return {"name": t.name, "datatype": t.datatype, "shape": list(t.shape),
-                "parameters": {"datatypes": list(t.datatypes), "shape_rule": t.rule, "optional": t.optional}}
-    spec = meta.spec
-    return {
-        "name": meta.name, "versions": list(meta.versions), "platform": meta.platform,
-        "inputs": [tensor(t) for t in meta.inputs], "outputs": [tensor(t) for t in meta.outputs],
-        "parameters": {
-            "summary": spec.summary, "formula": spec.formula, "aliases": list(spec.aliases),
-            "reductions": list(spec.reductions), "default_reduction": spec.default_reduction,
-            "default_wrt": list(spec.default_wrt),
-            "params": [{"name": p.name, "type": p.type.value, "default": p.default, "range": p.range_text,
-                        "description": p.description} for p in spec.params],
-        },
-    }
-
-
-def parse_infer_body(received: _Received, binary: dict[str, bool]) -> InferRequest:
-    """An infer request body (JSON, or JSON then binary tensors) in the fronts' common terms; ``binary`` is
-    filled with which outputs to send as binary data."""
-    body = memoryview(received.body)
-    head, rest = body, body[0:0]
-    if received.header_length is not None:
-        text = received.header_length.strip()
-        if not text.isdigit() or int(text) > len(body):
-            raise invalid(HEADER_LENGTH, f"expected the JSON header's length in bytes, at most the body's "
-                                         f"{len(body)}; got {clip(text, 40)!r}")
-        head, rest = body[:int(text)], body[int(text):]
-    try:
-        doc = json.loads(bytes(head))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid("body", f"not valid JSON ({clip(str(exc), 200)})") from None
-    if not isinstance(doc, dict):
-        raise invalid("body", "expected a JSON object with inputs (and outputs, parameters)")
-    request = InferRequest(model=received.model, version=received.version, size=received.size)
-    problems: list[FieldViolation] = []
-    request.id = doc.get("id", "") if isinstance(doc.get("id", ""), str) else ""
-    params = doc.get("parameters", {})
-    if not isinstance(params, dict):
-        problems.append(FieldViolation("parameters", "expected a JSON object"))
-        params = {}
-    request.parameters = dict(params)
-    inputs = doc.get("inputs")
-    if not isinstance(inputs, list):
-        raise invalid("inputs", "expected a JSON list of tensors, each with name, shape, datatype and data")
-    offset = 0
-    for i, entry in enumerate(inputs):
-        tensor, offset = _input(entry, i, rest, offset, problems)
-        if tensor is not None:
-            request.inputs.append(tensor)
-    if offset != len(rest) and not problems:
-        problems.append(FieldViolation("body", f"{len(rest) - offset} bytes of binary data follow the tensors "
-                                               f"that declare binary_data_size; expected none"))
-    outputs = doc.get("outputs", [])
-    if not isinstance(outputs, list):
-        problems.append(FieldViolation("outputs", "expected a JSON list of {\"name\": ...}"))
-        outputs = []
-    all_binary = params.get("binary_data_output") is True
-    for i, entry in enumerate(outputs):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            problems.append(FieldViolation(f"outputs[{i}]", "expected an object with a name"))
-            continue
-        request.outputs.append(entry["name"])
-        wants = entry.get("parameters", {}).get("binary_data") if isinstance(entry.get("parameters"), dict) else None
-        binary[entry["name"]] = all_binary if wants is None else wants is True
-    binary[""] = all_binary  # the default, for outputs not named
-    if problems:
-        raise InvalidRequestError(problems)
-    return request
-
-
-def _input(entry: Any, i: int, rest: memoryview, offset: int,
-           problems: list[FieldViolation]) -> tuple[InferInput | None, int]:
-    where = f"inputs[{i}]"
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-        problems.append(FieldViolation(where, "expected an object with name, shape, datatype and data"))
-        return None, offset
-    name = entry["name"]
-    shape = entry.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        problems.append(FieldViolation(f"inputs[{name}].shape", "expected a list of integers"))
-        return None, offset
-    datatype = entry.get("datatype")
-    if not isinstance(datatype, str):
-        problems.append(FieldViolation(f"inputs[{name}].datatype", "expected a string such as FP32"))
-        return None, offset
-    parameters = entry.get("parameters") if isinstance(entry.get("parameters"), dict) else {}
-    size = parameters.get("binary_data_size")
-    if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(rest):
-            problems.append(FieldViolation(f"inputs[{name}].parameters.binary_data_size",
-                                           f"expected the byte count of its binary data, which is "
-                                           f"{len(rest) - offset} bytes from here"))
-            return None, offset
-        return InferInput(name, datatype, shape, raw=rest[offset:offset + size]), offset + size
-    if "data" not in entry:
-        problems.append(FieldViolation(f"inputs[{name}]", "no data: give data (a JSON list) or binary_data_size"))
-        return None, offset
-    data = entry["data"]
-    return InferInput(name, datatype, shape, values=data if isinstance(data, list) else [data]), offset
-
-
-def encode_reply(reply: InferReply, binary: dict[str, bool], request_id: str | None) -> web.Response:
-    """The infer response: JSON, or (for outputs asked for as binary data) a JSON header and the raw bytes."""
-    outputs = []
-    blobs = []
-    for out in reply.outputs:
-        entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
-        if binary.get(out.name, binary.get("", False)):
-            data = out.data
-            entry["parameters"] = {"binary_data_size": int(data.nbytes)}
-            blobs.append(data)
-        else:
-            entry["data"] = out.values()
-        outputs.append(entry)
-    doc: dict[str, Any] = {"model_name": reply.model, "model_version": reply.version, "outputs": outputs,
-                           "parameters": reply.parameters}
-    if reply.id:
-        doc["id"] = reply.id
-    head = _dumps(doc).encode()
-    headers = {REQUEST_ID: request_id} if request_id else {}
-    if not blobs:
-        return web.Response(body=head, content_type="application/json", headers=headers)
-    headers[HEADER_LENGTH] = str(len(head))
-    return web.Response(body=b"".join([head, *blobs]), content_type="application/octet-stream", headers=headers)
 
 
 def tls_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:

@@ -8,6 +8,7 @@ pipeline. Tensor bytes are not copied on the way: ``raw_input_contents`` stay in
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from lossd.oip import grpc_predict_v2_pb2 as v2
 from lossd.server.inference import (
     EXTENSIONS,
     SERVER_NAME,
+    VERSION,
     InferenceModels,
     InferInput,
     InferReply,
@@ -29,6 +31,7 @@ from lossd.v1 import wire
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 _RAW_INPUTS = v2.ModelInferRequest.DESCRIPTOR.fields_by_name["raw_input_contents"].number
 _RAW_OUTPUTS = v2.ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"].number
+_ID = v2.ModelInferResponse.DESCRIPTOR.fields_by_name["id"].number
 _LEN = 2
 
 
@@ -73,20 +76,21 @@ def _parser(cls: type) -> Any:
 
 @dataclass(frozen=True)
 class _Reply:
-    """A ModelInferResponse and the output bytes to append to it as ``raw_output_contents``."""
+    """A ModelInferResponse's encoding without its tensors (``head``), and the output bytes to append to it as
+    ``raw_output_contents``."""
 
-    message: v2.ModelInferResponse
+    head: bytes
     raws: tuple[Any, ...]
     device: str
     reply_bytes: int
 
 
 def serialize_infer_reply(reply: _Reply | Any) -> bytes:
-    """A gRPC serializer: the message, then each output's bytes as one more raw_output_contents entry (in
-    order; the message itself holds none), copied once, into the result."""
+    """A gRPC serializer: the head, then each output's bytes as one more raw_output_contents entry (in order;
+    the head holds none), copied once, into the result."""
     if not isinstance(reply, _Reply):
         return reply.SerializeToString()
-    parts: list[Any] = [reply.message.SerializeToString()]
+    parts: list[Any] = [reply.head]
     for raw in reply.raws:
         view = memoryview(raw).cast("B") if memoryview(raw).nbytes else b""
         parts += [wire.varint(_RAW_OUTPUTS << 3 | _LEN) + wire.varint(len(view)), view]
@@ -127,12 +131,24 @@ def _contents(tensor: Any) -> Any:
 
 
 def _response(reply: InferReply) -> _Reply:
-    message = v2.ModelInferResponse(model_name=reply.model, model_version=reply.version, id=reply.id)
-    for key, text in reply.parameters.items():
+    shapes = tuple((o.name, o.datatype, o.shape) for o in reply.outputs)
+    head = _head(reply.model, reply.reduction, reply.device, shapes)
+    if reply.id:  # appended as one more field: the cached part is the same for every id
+        name = reply.id.encode()
+        head += wire.varint(_ID << 3 | _LEN) + wire.varint(len(name)) + name
+    return _Reply(head, tuple(o.data for o in reply.outputs), reply.device, reply.reply_bytes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _head(model: str, reduction: str, device: str, outputs: tuple[tuple[str, str, tuple[int, ...]], ...]) -> bytes:
+    """A reply's encoding but for its id and tensor bytes, built once for each loss, reduction, device and
+    output shapes (a small call's reply measured 27 µs to build as a message, a third of lossd's own time)."""
+    message = v2.ModelInferResponse(model_name=model, model_version=VERSION)
+    for key, text in (("loss_name", model), ("reduction", reduction), ("device", device)):
         message.parameters[key].string_param = text
-    for out in reply.outputs:
-        message.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
-    return _Reply(message, tuple(o.data for o in reply.outputs), reply.device, reply.reply_bytes)
+    for name, datatype, shape in outputs:
+        message.outputs.add(name=name, datatype=datatype, shape=shape)
+    return message.SerializeToString()
 
 
 class InferenceServicer:

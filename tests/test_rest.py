@@ -22,7 +22,7 @@ from test_security import _slow_registry
 from lossd.client import LossClient
 from lossd.server import BackgroundServer, ServerSettings
 from lossd.server.errors import HTTP_STATUS, MAX_MESSAGE_CHARS, MAX_VIOLATIONS, ServerBusyError, to_failure
-from lossd.server.rest import HEADER_LENGTH
+from lossd.server.rest_codec import HEADER_LENGTH
 
 ROOT = Path(__file__).resolve().parent.parent
 X = [1.0, 2.0, 3.0, 4.0]
