@@ -10,6 +10,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
+from typing import Any
 
 import grpc
 import torch
@@ -23,7 +24,6 @@ from lossd.server.inference import InferenceModels
 from lossd.server.memory import retain_heap, trim_heap
 from lossd.server.metrics import MetricsEndpoint, ServerMetrics, lossd_version
 from lossd.server.placement import placement_for
-from lossd.server.rest import RestFront, tls_context
 from lossd.server.security import TokenAuthInterceptor, load_token_digests, server_credentials
 from lossd.server.servicer import LossServicer
 from lossd.server.settings import ServerSettings
@@ -54,7 +54,7 @@ class LossServer:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.http_port: int | None = None
-        self._rest: RestFront | None = None
+        self._rest: Any = None  # lossd.server.rest.RestFront, when --http-port turns it on
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._metrics_endpoint: MetricsEndpoint | None = None
@@ -121,6 +121,8 @@ class LossServer:
         await server.start()
         self._server = server
         if s.http_port is not None:
+            from lossd.server.rest import RestFront, tls_context  # aiohttp is loaded only for the REST front
+
             self._rest = RestFront(servicer, models, max_body_bytes=limit, token_digests=digests,
                                    exempt_health=s.auth_exempt_health, on_reject=self.metrics.reject)
             tls = tls_context(s.tls_cert, s.tls_key, s.tls_client_ca) if s.tls_cert and s.tls_key else None

@@ -62,3 +62,23 @@ def test_scoring_scenarios_measure_every_path_on_small_datasets() -> None:
     rows = rows_of(results, 1.05, {}, Row)
     assert len(rows) == 7 and rows[-1].ok is True
     assert rows[0].target.startswith(">= 0.7x floor, >= 10x naive")
+
+
+@pytest.mark.slow
+def test_v2_scenarios_time_both_fronts_against_their_ceilings() -> None:
+    """The Open Inference Protocol's section times V2 gRPC and REST against their echoes (quick sizes): four
+    rows, each with a positive time, a ceiling and a target."""
+    import grpc
+
+    from lossd.bench.echo import METHOD
+    from lossd.bench.processes import echo_server, http_echo_server, lossd_server
+    from lossd.bench.v2 import run_v2
+
+    with lossd_server("--device", "cpu", "--http-port", "0") as server, echo_server() as echo, \
+            http_echo_server() as http_echo, grpc.insecure_channel(echo.address, options=[
+                ("grpc.max_receive_message_length", 1 << 30), ("grpc.max_send_message_length", 1 << 30)]) as ch:
+        assert server.http_port > 0
+        rows = run_v2(server, ch.unary_unary(METHOD), http_echo, True, Row)
+    assert [r.scenario for r in rows] == ["V2 gRPC MSE 1K floats, c=1", "V2 gRPC MSE 4M floats value+grad",
+                                          "REST binary MSE 4M floats value+grad", "REST JSON MSE 1K floats, c=1"]
+    assert all(r.lossd > 0 and r.ceiling and r.ceiling > 0 and r.target for r in rows)
