@@ -85,6 +85,7 @@ class InferRequest:
     size: int = 0  # bytes received
     error: str | None = None  # set when the bytes were not a valid request
     error_field: str = "request"  # the field that ``error`` is about
+    typed_outputs: bool = False  # gRPC: reply with typed contents rather than raw bytes
 
 
 @dataclass(frozen=True)

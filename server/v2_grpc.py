@@ -103,6 +103,10 @@ def infer_request(received: _Received) -> InferRequest:
     request = InferRequest(model=message.model_name, version=message.model_version, id=message.id,
                            parameters={k: _parameter(v) for k, v in message.parameters.items()},
                            outputs=[o.name for o in message.outputs], size=received.size, error=received.error)
+    # Typed contents instead of raw bytes, when asked as Triton's HTTP clients ask for JSON: binary_data false on
+    # the outputs, or binary_data_output false on the request.
+    request.typed_outputs = request.parameters.get("binary_data_output") is False or any(
+        _parameter(o.parameters["binary_data"]) is False for o in message.outputs if "binary_data" in o.parameters)
     raws = received.raws
     if raws and len(raws) != len(message.inputs):
         request.error_field = "raw_input_contents"
@@ -130,13 +134,26 @@ def _contents(tensor: Any) -> Any:
     return getattr(tensor.contents, name) if name is not None else None
 
 
-def _response(reply: InferReply) -> _Reply:
+def _response(reply: InferReply, typed: bool = False) -> _Reply | v2.ModelInferResponse:
+    if typed and all(o.datatype in _CONTENTS for o in reply.outputs):  # (FP16 and BF16 travel raw only)
+        return _typed_response(reply)
     shapes = tuple((o.name, o.datatype, o.shape) for o in reply.outputs)
     head = _head(reply.model, reply.reduction, reply.device, shapes)
     if reply.id:  # appended as one more field: the cached part is the same for every id
         name = reply.id.encode()
         head += wire.varint(_ID << 3 | _LEN) + wire.varint(len(name)) + name
     return _Reply(head, tuple(o.data for o in reply.outputs), reply.device, reply.reply_bytes)
+
+
+def _typed_response(reply: InferReply) -> v2.ModelInferResponse:
+    """The reply with each output's values in its typed contents field, and no raw_output_contents."""
+    message = v2.ModelInferResponse(model_name=reply.model, model_version=reply.version, id=reply.id)
+    for key, text in reply.parameters.items():
+        message.parameters[key].string_param = text
+    for out in reply.outputs:
+        tensor = message.outputs.add(name=out.name, datatype=out.datatype, shape=out.shape)
+        getattr(tensor.contents, _CONTENTS[out.datatype]).extend(out.values())
+    return message
 
 
 @functools.lru_cache(maxsize=1024)
@@ -194,13 +211,15 @@ class InferenceServicer:
         return await self._servicer.serve("ModelInfer", request.message.model_name, request, context, self._infer,
                                           self._infer_batched, service=SERVICE_NAME)
 
-    def _infer(self, received: _Received) -> tuple[_Reply, int]:
-        reply, elements = self._models.infer(infer_request(received))
-        return _response(reply), elements
+    def _infer(self, received: _Received) -> tuple[Any, int]:
+        request = infer_request(received)
+        reply, elements = self._models.infer(request)
+        return _response(reply, request.typed_outputs), elements
 
-    async def _infer_batched(self, received: _Received) -> tuple[_Reply, int]:
-        reply, elements = await self._models.infer_batched(infer_request(received))
-        return _response(reply), elements
+    async def _infer_batched(self, received: _Received) -> tuple[Any, int]:
+        request = infer_request(received)
+        reply, elements = await self._models.infer_batched(request)
+        return _response(reply, request.typed_outputs), elements
 
 
 def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:

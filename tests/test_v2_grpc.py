@@ -342,3 +342,16 @@ def test_infer_needs_a_bearer_token_and_liveness_does_not(token_server: Backgrou
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         reply = stub.ModelInfer(request, timeout=10, metadata=(("authorization", "Bearer s3cret"),))
         assert _outputs(reply)["loss"].tolist() == 1.0
+
+
+def test_typed_contents_come_back_when_the_outputs_ask_for_them(v2stub, client: LossClient) -> None:  # type: ignore[no-untyped-def]
+    """binary_data false on the outputs: the values in fp32_contents, no raw_output_contents."""
+    x, y = np.array([1.0, 2.0], np.float32), np.array([0.5, 0.0], np.float32)
+    request = _request("mse", {"input": (x, "FP32"), "target": (y, "FP32")}, ("loss", "grad_input"))
+    for output in request.outputs:
+        output.parameters["binary_data"].bool_param = False
+    reply = v2stub.ModelInfer(request, timeout=30)
+    loss, grads = client.gradient("mse", input=x, target=y)
+    assert len(reply.raw_output_contents) == 0
+    assert list(reply.outputs[0].contents.fp32_contents) == [loss]
+    assert list(reply.outputs[1].contents.fp32_contents) == grads["input"].tolist()
