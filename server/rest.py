@@ -24,7 +24,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from lossd.server.errors import MAX_MESSAGE_CHARS, RpcFailure, clip
+from lossd.losses import LossdError
+from lossd.server.errors import MAX_MESSAGE_CHARS, RpcFailure, clip, to_failure
 from lossd.server.inference import EXTENSIONS, SERVER_NAME, InferenceModels, InferReply
 from lossd.server.logs import REQUEST_ID
 from lossd.server.openapi import openapi_document
@@ -166,6 +167,9 @@ class RestFront:
         except _Refused as refused:
             f = refused.failure
             return _json_error(f.http_status, f.message, refused.request_id, f.violations)
+        except LossdError as exc:  # refused while the body was read, before the call began
+            f = to_failure(exc)
+            return _json_error(f.http_status, f.message, None, f.violations)
         except web.HTTPRequestEntityTooLarge:
             return _json_error(413, f"the request body is over this server's limit of {self._max_body} bytes "
                                     f"(max_message_mb)")

@@ -342,3 +342,12 @@ def test_a_client_without_a_certificate_fails_the_handshake(secure_server: Backg
     assert secure_server.http_address
     with pytest.raises((ssl.SSLError, ConnectionError)):
         call(secure_server.http_address, "GET", "/v2/health/live", tls=_tls(authority, with_certificate=False))
+
+
+def test_a_gzip_compressed_body_is_read_inflated(http: str) -> None:
+    """Content-Encoding gzip (tritonclient's request_compression_algorithm): the inflated JSON is read."""
+    import gzip
+
+    body = gzip.compress(json.dumps(infer_body({"input": ([3.0], "FP32"), "target": ([1.0], "FP32")})).encode())
+    status, reply = _json(http, "POST", "/v2/models/mae/infer", body, headers={"Content-Encoding": "gzip"})
+    assert status == 200 and reply["outputs"][0]["data"] == [2.0]
