@@ -18,6 +18,7 @@ from lossd.client._requests import (
     channel_credentials,
     channel_options,
     gradients_of,
+    hessians_of,
     loss_of,
     target_of,
 )
@@ -123,6 +124,31 @@ class AsyncLossClient(RequestBuilder):
                                             arguments)
         parsed = await self._send(call, self._gradients, "gradient", timeout)
         return loss_of(parsed), gradients_of(parsed, outputs)
+
+    async def hessian(
+        self,
+        loss: str,
+        /,
+        *,
+        wrt: Sequence[str] | None = None,
+        grad_output: Any = None,
+        reduction: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        **arguments: Any,
+    ) -> tuple[Value, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The loss, its gradients and the diagonals of its Hessian: ``(value, {role: gradient}, {role: diagonal})``.
+
+        Each diagonal is that of d²(sum(grad_output * loss))/d(role)² (``grad_output`` ones by default), shaped
+        like the role: exact, for the losses whose ``describe(loss).hessian`` is true (INVALID_ARGUMENT for the
+        others, whose rows are coupled). Where the second derivative is zero almost everywhere (mae, hinge,
+        quantile) the diagonals are zeros. ``wrt`` and ``reduction`` default to the loss's own.
+        """
+        call, _ = self._gradient_call(loss, reduction or "", tuple(wrt or ()), [], grad_output, None, inputs, params,
+                                      arguments, hessian=True)
+        parsed = await self._send(call, self._gradients, "gradient", timeout)
+        return loss_of(parsed), gradients_of(parsed, {}), hessians_of(parsed)
 
     async def _default_roles(self, loss: str) -> list[str]:
         roles = self._default_wrt.get(loss)

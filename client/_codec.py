@@ -88,11 +88,12 @@ def append_plain(parts: list[Any], field: int, arrays: Mapping[str | None, Any])
 _FLOAT_WIRE = {pb.DTYPE_FLOAT32: 4, pb.DTYPE_FLOAT64: 8, pb.DTYPE_FLOAT16: 2, pb.DTYPE_BFLOAT16: 2}
 
 
-def reply_bound(tensors: Iterable[tuple[int, tuple[int, ...]]], gradient: bool, reduction: str) -> int:
+def reply_bound(tensors: Iterable[tuple[int, tuple[int, ...]]], gradient: bool, reduction: str,
+                hessian: bool = False) -> int:
     """An upper bound on the tensor bytes of the reply to a request whose tensors are ``tensors``
-    ((wire dtype, shape) pairs): gradients are shaped like their float inputs, and an unreduced loss has
-    at most as many elements as the largest input (in the widest float dtype sent, float32 at least).
-    Used to send over the streaming RPCs a request whose reply would not fit one message."""
+    ((wire dtype, shape) pairs): gradients (and Hessian diagonals) are shaped like their float inputs, and an
+    unreduced loss has at most as many elements as the largest input (in the widest float dtype sent,
+    float32 at least). Used to send over the streaming RPCs a request whose reply would not fit one message."""
     largest = gradients = 0
     width = 4
     for dtype, shape in tensors:
@@ -102,7 +103,7 @@ def reply_bound(tensors: Iterable[tuple[int, tuple[int, ...]]], gradient: bool, 
         if size is not None:
             width = max(width, size)
             gradients += numel * size
-    return (largest * width if reduction == "none" else 8) + (gradients if gradient else 0)
+    return (largest * width if reduction == "none" else 8) + (gradients * (2 if hessian else 1) if gradient else 0)
 
 
 def encode_array(value: Any) -> pb.Tensor:

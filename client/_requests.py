@@ -104,15 +104,16 @@ class RequestBuilder:
 
     def _gradient_call(self, loss: str, reduction: str, wrt: tuple[str, ...], roles: Sequence[str],
                        grad_output: Any, out: Mapping[str, np.ndarray] | None, inputs: Mapping[str, Any] | None,
-                       params: Mapping[str, Any] | None, arguments: Mapping[str, Any]) -> tuple[Call, dict]:
-        """How to send a Gradient, and the shared arrays its gradients will land in (``roles``: the roles
-        differentiated, needed with shared memory only)."""
+                       params: Mapping[str, Any] | None, arguments: Mapping[str, Any],
+                       hessian: bool = False) -> tuple[Call, dict]:
+        """How to send a Gradient (``hessian``: asking for Hessian diagonals too), and the shared arrays its
+        gradients will land in (``roles``: the roles differentiated, needed with shared memory only)."""
         if not out:
             payload = self._plain_request(pb.GradientRequest, loss, reduction, wrt, inputs, params, arguments,
-                                          grad_output)
+                                          grad_output, hessian)
             if payload is not None:
                 return Call(payload), {}
-        request = pb.GradientRequest(loss=loss, reduction=reduction, wrt=wrt)
+        request = pb.GradientRequest(loss=loss, reduction=reduction, wrt=wrt, hessian=hessian)
         detached = self._fill(request, inputs, params, arguments)
         if grad_output is not None:
             meta, data = tensor_parts(grad_output)
@@ -170,7 +171,7 @@ class RequestBuilder:
 
     def _plain_request(self, cls: type[Any], loss: str, reduction: str, wrt: tuple[str, ...],
                        inputs: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
-                       arguments: Mapping[str, Any], grad_output: Any) -> bytes | None:
+                       arguments: Mapping[str, Any], grad_output: Any, hessian: bool = False) -> bytes | None:
         """The serialized request when every tensor is a plain numpy array and it fits one message: the
         common case, encoded with cached framing and one copy of the tensor bytes. None otherwise (torch
         tensors, other byte orders or layouts, shared memory, streaming), for the general path."""
@@ -179,10 +180,11 @@ class RequestBuilder:
         kw_inputs, kw_params = split_arguments(arguments)
         tensors = {**(inputs or {}), **kw_inputs}
         given = {**(params or {}), **kw_params}
-        key = (cls, loss, reduction, wrt)
+        key = (cls, loss, reduction, wrt, hessian)
         head = None if given else self._heads.get(key)
         if head is None:
-            message = cls(loss=loss, reduction=reduction, **({"wrt": wrt} if wrt else {}))
+            message = cls(loss=loss, reduction=reduction, **({"wrt": wrt} if wrt else {}),
+                          **({"hessian": True} if hessian else {}))
             for name, value in given.items():
                 message.params[name].CopyFrom(encode_param(name, value))
             head = message.SerializeToString()
@@ -198,7 +200,7 @@ class RequestBuilder:
         # Every element is a byte at least, so the reply's bound needs working out only for large requests.
         if total * 8 + 8 > self._stream_bytes and reply_bound(
                 ((wire_dtype(a), a.shape) for a in tensors.values()), cls is pb.GradientRequest,
-                reduction) > self._stream_bytes:
+                reduction, hessian) > self._stream_bytes:
             return None
         return b"".join(parts)
 
@@ -208,7 +210,8 @@ class RequestBuilder:
             return True
         tensors = [(t.dtype, tuple(t.shape)) for t in request.inputs.values()]
         tensors += [(d.meta.dtype, tuple(d.meta.shape)) for d in detached if d.field == wire.INPUTS]
-        return reply_bound(tensors, gradient, request.reduction) > self._stream_bytes
+        hessian = gradient and request.hessian
+        return reply_bound(tensors, gradient, request.reduction, hessian) > self._stream_bytes
 
     def _fill(self, request: Any, inputs: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
               arguments: Mapping[str, Any]) -> list[wire.Detached]:
@@ -264,6 +267,12 @@ def gradients_of(parsed: wire.Parsed, outputs: Mapping[str, Any]) -> dict[str, n
     return {role: outputs[role] if t.HasField("shm") and role in outputs
             else decode_array(t, parsed.raw.get((wire.GRADIENTS, role)))
             for role, t in parsed.message.gradients.items()}
+
+
+def hessians_of(parsed: wire.Parsed) -> dict[str, np.ndarray]:
+    """A Gradient reply's Hessian diagonals: arrays over the reply's bytes."""
+    return {role: decode_array(t, parsed.raw.get((wire.HESSIANS, role)))
+            for role, t in parsed.message.hessians.items()}
 
 
 def loss_of(parsed: wire.Parsed) -> Value:

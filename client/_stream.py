@@ -18,7 +18,8 @@ CHUNK_BYTES = 4 << 20
 def _reply_buffers(header: Any) -> dict[str, tuple[tuple[int, str | None], np.ndarray]]:
     """Buffers for the reply tensors that will arrive as chunks (declared without content, not empty)."""
     items = [("loss", (wire.LOSS, None), header.loss)]
-    items += [(f"gradients/{role}", (wire.GRADIENTS, role), t) for role, t in getattr(header, "gradients", {}).items()]
+    for name, field in (("gradients", wire.GRADIENTS), ("hessians", wire.HESSIANS)):
+        items += [(f"{name}/{role}", (field, role), t) for role, t in getattr(header, name, {}).items()]
     out = {}
     for name, key, t in items:
         nbytes = int(np.prod(t.shape, dtype=np.int64)) * dtype_size(t.dtype)

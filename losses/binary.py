@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
+from lossd.losses.hessian import zero_hessian
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _MULTILABEL_RULE = "(N, C) or unbatched (C,)"
@@ -190,6 +191,7 @@ def _check_multilabel_margin(tensors: Tensors, params: Params) -> None:
 SPECS = (
     LossSpec(
         name="bce",
+        hessian="elementwise",
         summary="Binary cross-entropy on probabilities in [0, 1] (or logits with from_logits).",
         formula="l_i = -w_i * (t_i*log(p_i) + (1 - t_i)*log(1 - p_i)), p clipped to [epsilon, 1 - epsilon] "
         "when epsilon > 0",
@@ -218,6 +220,7 @@ SPECS = (
     ),
     LossSpec(
         name="focal",
+        hessian="elementwise",
         summary="Sigmoid focal loss: BCE on logits down-weighted by (1 - p_t)^gamma, optionally alpha-balanced.",
         formula="l_i = alpha_t * (1 - p_t)^gamma * BCE_with_logits(x_i, t_i), p_t = p*t + (1-p)*(1-t), "
         "alpha_t = alpha*t + (1-alpha)*(1-t)",
@@ -241,6 +244,7 @@ SPECS = (
     ),
     LossSpec(
         name="multilabel_soft_margin",
+        hessian="rows",
         summary="Multi-label soft margin loss: per sample, the mean over classes of BCE on logits.",
         formula="l_n = -(1/C) * sum_c w_c * (t_nc*log(sigmoid(x_nc)) + (1 - t_nc)*log(sigmoid(-x_nc)))",
         fn=multilabel_soft_margin,
@@ -258,6 +262,8 @@ SPECS = (
     ),
     LossSpec(
         name="multilabel_margin",
+        hessian_fn=zero_hessian,
+        hessian="rows",
         summary="Multi-label margin loss: hinge between every target class and every non-target class.",
         formula="l_n = sum_{j in T_n} sum_{i not in T_n} max(0, 1 - (x_nj - x_ni)) / C",
         fn=multilabel_margin,
@@ -269,8 +275,10 @@ SPECS = (
         check=_check_multilabel_margin,
         unreduced_shape=_per_sample_shape,
         aliases=("MultiLabelMarginLoss", "multilabel_margin_loss"),
-        notes="torch's MultiLabelMarginLoss; every target entry, padding included, must lie in [-1, C) "
-        "(torch raises otherwise).",
+        notes=("torch's MultiLabelMarginLoss; every target entry, padding included, must lie in [-1, C) "
+        "(torch raises otherwise)."
+        + " Hessian diagonal: zero almost everywhere (the loss is piecewise linear); for gradient "
+        "boosting, use a constant Hessian instead."),
         category="binary",
     ),
 )

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
+from lossd.losses.hessian import bce_with_logits_hessian, cross_entropy_hessian
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _CE_RULE = "(N, C), (N, C, d1, ..., dk) or unbatched (C,)"
@@ -134,6 +135,8 @@ def _input_shape(tensors: Tensors, params: Params) -> tuple[int, ...]:
 SPECS = (
     LossSpec(
         name="cross_entropy",
+        hessian_fn=cross_entropy_hessian,
+        hessian="rows",
         summary="Softmax cross-entropy of logits against class indices or class probabilities.",
         formula="l_i = -w[y_i] * log_softmax(input_i)[y_i]; mean = sum l_i / sum w[y_i] over non-ignored i",
         fn=cross_entropy,
@@ -164,6 +167,8 @@ SPECS = (
     ),
     LossSpec(
         name="bce_with_logits",
+        hessian_fn=bce_with_logits_hessian,
+        hessian="elementwise",
         batchable=True,
         summary="Binary cross-entropy on logits (sigmoid + BCE in one stable step); multi-label ready.",
         formula="l_i = -w_i * (pw * t_i * log(sigmoid(x_i)) + (1 - t_i) * log(1 - sigmoid(x_i)))",

@@ -190,6 +190,7 @@ def weighted_sum_spec(registry: Registry) -> LossSpec:
 
     return LossSpec(
         name="weighted_sum",
+        hessian="rows",
         summary="A weighted sum of registered losses over shared inputs (e.g. dice + bce).",
         formula="sum_k w_k * L_k(inputs; params_k), each L_k reduced before weighting",
         fn=weighted_sum,

@@ -107,6 +107,7 @@ def _rows_shape(tensors: Tensors, params: Params) -> tuple[int, ...]:
 SPECS = (
     LossSpec(
         name="kl_div",
+        hessian="elementwise",
         summary="Kullback-Leibler divergence KL(P || Q) with torch's roles: input = log Q, target = P (or log P).",
         formula="l_i = P_i * (log P_i - input_i), or exp(t_i) * (t_i - input_i) with log_target",
         fn=kl_div,
@@ -131,6 +132,7 @@ SPECS = (
     ),
     LossSpec(
         name="distillation",
+        hessian="rows",
         summary="Hinton knowledge distillation: T^2 * KL(softmax(teacher/T) || softmax(student/T)), optionally "
         "mixed with hard-label cross-entropy.",
         formula="l_i = alpha * CE(student_i, labels_i) + (1 - alpha) * T^2 * KL(softmax(teacher_i/T) || "

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
+from lossd.losses.hessian import zero_hessian
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, ShapeFn, Tensors
 
 _SIGN_KINDS = (Kind.FLOAT, Kind.INDEX)
@@ -146,6 +147,8 @@ def _rows_shape(role: str) -> ShapeFn:
 SPECS = (
     LossSpec(
         name="hinge_embedding",
+        hessian_fn=zero_hessian,
+        hessian="elementwise",
         summary="Hinge embedding loss on distances: x for similar pairs (y=+1), max(0, margin - x) for dissimilar.",
         formula="l_i = x_i if y_i = 1; max(0, margin - x_i) if y_i = -1",
         fn=hinge_embedding,
@@ -158,12 +161,16 @@ SPECS = (
         unreduced_shape=_input_shape,
         params=(Param("margin", ParamType.FLOAT, 1.0, "distance beyond which dissimilar pairs cost nothing"),),
         aliases=("HingeEmbeddingLoss", "hinge_embedding_loss"),
-        notes="Not the binary hinge max(0, 1 - y*x) the tutorial calls HingeEmbeddingLoss (that is 'hinge'). "
-        "Targets other than -1/+1 are refused (torch adds both branches for them).",
+        notes=("Not the binary hinge max(0, 1 - y*x) the tutorial calls HingeEmbeddingLoss (that is 'hinge'). "
+        "Targets other than -1/+1 are refused (torch adds both branches for them)."
+        + " Hessian diagonal: zero almost everywhere (the loss is piecewise linear); for gradient "
+        "boosting, use a constant Hessian instead."),
         category="embedding",
     ),
     LossSpec(
         name="margin_ranking",
+        hessian_fn=zero_hessian,
+        hessian="elementwise",
         summary="Margin ranking loss: y=+1 wants input1 above input2 by margin, y=-1 below.",
         formula="l_i = max(0, -y_i * (input1_i - input2_i) + margin)",
         fn=margin_ranking,
@@ -178,12 +185,15 @@ SPECS = (
         params=(Param("margin", ParamType.FLOAT, 0.0, "required score gap"),),
         aliases=("MarginRankingLoss", "margin_ranking_loss"),
         default_wrt=("input1",),
-        notes="target must be -1 or +1: torch's own test samples draw int targets that can be 0 (loss "
-        "max(0, margin), no ranking meaning); those are refused. target is not differentiable here.",
+        notes=("target must be -1 or +1: torch's own test samples draw int targets that can be 0 (loss "
+        "max(0, margin), no ranking meaning); those are refused. target is not differentiable here."
+        + " Hessian diagonal: zero almost everywhere (the loss is piecewise linear); for gradient "
+        "boosting, use a constant Hessian instead."),
         category="embedding",
     ),
     LossSpec(
         name="cosine_embedding",
+        hessian="rows",
         summary="Cosine embedding loss: 1 - cos for similar pairs, max(0, cos - margin) for dissimilar.",
         formula="l_i = 1 - cos(x1_i, x2_i) if y_i = 1; max(0, cos(x1_i, x2_i) - margin) if y_i = -1",
         fn=cosine_embedding,

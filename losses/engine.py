@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from lossd.losses.hessian import autograd_diagonals
 from lossd.losses.validate import Prepared
 
 # Halves lose too much precision in reductions and softmax; compute them in float32 and answer in
@@ -17,10 +18,12 @@ _WIDEN = (torch.int32, torch.uint8)  # class indices: torch's losses want int64
 
 @dataclass(frozen=True)
 class Result:
-    """The loss and, for a Gradient call, one gradient per role in ``wrt`` (all on the CPU)."""
+    """The loss and, for a Gradient call, one gradient per role in ``wrt`` and, when asked, one Hessian
+    diagonal per role (all on the CPU)."""
 
     loss: torch.Tensor
     gradients: dict[str, torch.Tensor]
+    hessians: dict[str, torch.Tensor] = field(default_factory=dict)  # when asked: one diagonal per role in wrt
 
 
 def to_device(t: torch.Tensor, device: torch.device, integer_as_long: bool) -> torch.Tensor:
@@ -90,13 +93,33 @@ def _evaluate(prepared: Prepared, device: torch.device) -> Result:
     spec = prepared.spec
     work = _placed(prepared, device)
     out_dtype = prepared.output_dtype
+    upstream = None
+    if prepared.grad_output is not None:
+        upstream = to_device(prepared.grad_output, device, integer_as_long=False)
+    diagonals = None
+    if prepared.hessian:
+        closed = spec.hessian_fn(work, prepared.params, prepared.reduction, prepared.wrt, upstream) \
+            if spec.hessian_fn is not None else None
+        if closed is None:
+            loss, grads, diagonals = autograd_diagonals(spec, work, prepared.params, prepared.reduction,
+                                                        prepared.wrt, upstream)
+        else:
+            loss, grads = _first_order(prepared, work, upstream)
+            diagonals = closed
+    else:
+        loss, grads = _first_order(prepared, work, upstream)
+    role_dtype = {role: prepared.tensors[role].dtype for role in prepared.wrt}
+    hosted = {role: to_host(g, role_dtype[role]) for role, g in grads.items()}
+    hessians = {role: to_host(h, role_dtype[role]) for role, h in diagonals.items()} if diagonals else {}
+    return Result(to_host(loss, out_dtype), hosted, hessians)
+
+
+def _first_order(prepared: Prepared, work: dict[str, torch.Tensor], upstream: torch.Tensor | None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss and its gradients on the device: the spec's closed form, or autograd."""
+    spec = prepared.spec
     if spec.value_and_grad is not None:  # closed form: the value alone too, when wrt is empty
-        upstream = None
-        if prepared.grad_output is not None:
-            upstream = to_device(prepared.grad_output, device, integer_as_long=False)
-        loss, closed = spec.value_and_grad(work, prepared.params, prepared.reduction, prepared.wrt, upstream)
-        grads = {role: to_host(g, prepared.tensors[role].dtype) for role, g in closed.items()}
-        return Result(to_host(loss, out_dtype), grads)
+        return spec.value_and_grad(work, prepared.params, prepared.reduction, prepared.wrt, upstream)
     if prepared.wrt:
         # Fresh leaves even where placing returned the caller's tensors: never mark their tensors.
         work = {name: t.detach().requires_grad_(True) if name in prepared.wrt else t for name, t in work.items()}
@@ -104,16 +127,12 @@ def _evaluate(prepared: Prepared, device: torch.device) -> Result:
         loss = spec.fn(**work, **prepared.params, reduction=prepared.reduction)
     grads: dict[str, torch.Tensor] = {}
     if prepared.wrt:
-        if prepared.grad_output is not None:
-            upstream = to_device(prepared.grad_output, device, integer_as_long=False).to(loss.dtype)
-        else:
-            upstream = torch.ones_like(loss)
+        up = torch.ones_like(loss) if upstream is None else upstream.to(loss.dtype)
         leaves = [work[r] for r in prepared.wrt]
-        found = torch.autograd.grad(loss, leaves, grad_outputs=upstream, allow_unused=True)
+        found = torch.autograd.grad(loss, leaves, grad_outputs=up, allow_unused=True)
         for role, leaf, g in zip(prepared.wrt, leaves, found, strict=True):
-            g = torch.zeros_like(leaf) if g is None else g
-            grads[role] = to_host(g.detach(), prepared.tensors[role].dtype)
-    return Result(to_host(loss.detach() if loss.requires_grad else loss, out_dtype), grads)
+            grads[role] = torch.zeros_like(leaf) if g is None else g.detach()
+    return (loss.detach() if loss.requires_grad else loss), grads
 
 
 def to_host(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

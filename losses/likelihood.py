@@ -93,6 +93,7 @@ def _check_gaussian(tensors: Tensors, params: Params) -> None:
 SPECS = (
     LossSpec(
         name="poisson_nll",
+        hessian="elementwise",
         summary="Poisson negative log-likelihood of counts under a predicted rate (or log-rate).",
         formula="l_i = exp(x_i) - t_i*x_i if log_input else x_i - t_i*log(x_i + eps) "
         "[+ t*log(t) - t + 0.5*log(2*pi*t) where t > 1, if full]",
@@ -119,6 +120,7 @@ SPECS = (
     ),
     LossSpec(
         name="gaussian_nll",
+        hessian="elementwise",
         summary="Gaussian negative log-likelihood of the target under a predicted mean and variance.",
         formula="l_i = 0.5*(log(max(var_i, eps)) + (input_i - target_i)^2 / max(var_i, eps)) "
         "[+ 0.5*log(2*pi) if full]",

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lossd.losses import checks
 from lossd.losses.binary import _input_shape, _reduce
 from lossd.losses.errors import invalid
+from lossd.losses.hessian import zero_hessian
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 
@@ -135,6 +136,8 @@ _LABELS_01_NOTE = ("Accepts {0, 1} labels as Keras does (0 read as -1, when the 
 SPECS = (
     LossSpec(
         name="hinge",
+        hessian_fn=zero_hessian,
+        hessian="elementwise",
         summary="Binary hinge loss (SVM): max(0, margin - y*x) on raw scores and -1/+1 labels.",
         formula="l_i = max(0, margin - y_i*x_i)",
         fn=hinge,
@@ -143,12 +146,15 @@ SPECS = (
         unreduced_shape=_input_shape,
         params=(_MARGIN,),
         aliases=("Hinge", "hinge_loss"),
-        notes="Not torch's HingeEmbeddingLoss (the tutorial's 'built-in', a loss on distances: hinge_embedding). "
-        + _LABELS_01_NOTE,
+        notes=("Not torch's HingeEmbeddingLoss (the tutorial's 'built-in', a loss on distances: hinge_embedding). "
+        + _LABELS_01_NOTE
+        + " Hessian diagonal: zero almost everywhere (the loss is piecewise linear); for gradient "
+        "boosting, use a constant Hessian instead."),
         category="binary",
     ),
     LossSpec(
         name="squared_hinge",
+        hessian="elementwise",
         summary="Squared hinge loss: max(0, margin - y*x)^2, a smooth hinge.",
         formula="l_i = max(0, margin - y_i*x_i)^2",
         fn=squared_hinge,
@@ -162,6 +168,7 @@ SPECS = (
     ),
     LossSpec(
         name="exponential",
+        hessian="elementwise",
         summary="Exponential (AdaBoost) loss: exp(-y*x) on raw scores and -1/+1 labels.",
         formula="l_i = exp(-y_i*x_i)",
         fn=exponential,
@@ -174,6 +181,7 @@ SPECS = (
     ),
     LossSpec(
         name="soft_margin",
+        hessian="elementwise",
         summary="Soft margin (logistic) loss: log(1 + exp(-y*x)) on raw scores and -1/+1 labels.",
         formula="l_i = log(1 + exp(-y_i*x_i))",
         fn=soft_margin,

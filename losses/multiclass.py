@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
+from lossd.losses.hessian import multi_margin_hessian
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _ND_RULE = "(N, C), (N, C, d1, ..., dk) or unbatched (C,)"
@@ -212,6 +213,7 @@ _IGNORE_INDEX = Param("ignore_index", ParamType.INT, -100, "class-index target v
 SPECS = (
     LossSpec(
         name="nll",
+        hessian="rows",
         summary="Negative log-likelihood of class indices under log-probabilities (pair it with log_softmax).",
         formula="l_i = -w[y_i] * input_i[y_i]; mean = sum l_i / sum w[y_i] over non-ignored i",
         fn=nll,
@@ -230,6 +232,8 @@ SPECS = (
     ),
     LossSpec(
         name="multi_margin",
+        hessian_fn=multi_margin_hessian,
+        hessian="rows",
         summary="Multi-class hinge (Weston-Watkins, torch's MultiMarginLoss): sum of margin violations / C.",
         formula="l_i = sum_{c != y_i} w[y_i] * max(0, margin - x_i[y_i] + x_i[c])^p / C",
         fn=multi_margin,
@@ -246,12 +250,16 @@ SPECS = (
             Param("margin", ParamType.FLOAT, 1.0, "required gap between the true class and every other class"),
         ),
         aliases=("MultiMarginLoss", "multi_margin_loss", "categorical_hinge"),
-        notes="categorical_hinge means the tutorial's loss (= MultiMarginLoss, a sum over wrong classes / C); "
-        "Keras/optax/sklearn's categorical/multiclass hinge is the Crammer-Singer max form, a different loss.",
+        notes=("categorical_hinge means the tutorial's loss (= MultiMarginLoss, a sum over wrong classes / C); "
+        "Keras/optax/sklearn's categorical/multiclass hinge is the Crammer-Singer max form, a different loss."
+        + " Hessian diagonal: zero almost everywhere with p = 1 (piecewise linear); with p = 2, 2 "
+        "w[y]/C per active margin."),
         category="multiclass",
     ),
     LossSpec(
         name="linear_cross_entropy",
+        hessian="rows",
+        hessian_roles=("input",),
         summary="Cross-entropy of a linear layer's logits, input @ W.T + b (torch 2.13's F.linear_cross_entropy).",
         formula="logits = input @ linear_weight.T + linear_bias; l = cross_entropy(logits, target, weight, "
         "ignore_index, label_smoothing)",

@@ -11,6 +11,7 @@ import torch
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
+from lossd.losses.hessian import zero_hessian
 from lossd.losses.regression import _INPUT, _TARGET, _check_pair, _input_shape, _reduce
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
@@ -79,6 +80,8 @@ def _multi_quantile_shape(tensors: Tensors, params: Params) -> tuple[int, ...]:
 SPECS = (
     LossSpec(
         name="quantile",
+        hessian_fn=zero_hessian,
+        hessian="elementwise",
         summary="Pinball (quantile) loss: asymmetric L1 whose minimiser is the q-th quantile of the target.",
         formula="l_i = q*e if e > 0 else (q - 1)*e, e = target_i - input_i",
         fn=quantile,
@@ -90,12 +93,16 @@ SPECS = (
                   "1 - q", minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True),
         ),
         aliases=("pinball", "pinball_loss", "quantile_loss", "mean_pinball_loss"),
-        notes="quantile=0.5 gives 0.5*MAE, not MAE as the tutorial's docstring says; equals sklearn's "
-        "mean_pinball_loss(alpha=q).",
+        notes=("quantile=0.5 gives 0.5*MAE, not MAE as the tutorial's docstring says; equals sklearn's "
+        "mean_pinball_loss(alpha=q)."
+        + " Hessian diagonal: zero almost everywhere (the loss is piecewise linear); for gradient "
+        "boosting, use a constant Hessian instead."),
         category="regression",
     ),
     LossSpec(
         name="multi_quantile",
+        hessian_fn=zero_hessian,
+        hessian="rows",
         summary="Pinball loss for several quantile levels at once, one input column per quantile.",
         formula="l_ik = q_k*e if e > 0 else (q_k - 1)*e, e = target_i - input_ik; mean over i and k",
         fn=multi_quantile,
@@ -111,7 +118,9 @@ SPECS = (
                   minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True),
         ),
         aliases=("MultiQuantileLoss", "quantiles"),
-        notes="A (N, 1) target is read as (N,); the tutorial's code broadcasts it to (N, N) silently.",
+        notes=("A (N, 1) target is read as (N,); the tutorial's code broadcasts it to (N, N) silently."
+        + " Hessian diagonal: zero almost everywhere (the loss is piecewise linear); for gradient "
+        "boosting, use a constant Hessian instead."),
         category="regression",
     ),
 )

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
+from lossd.losses.hessian import zero_hessian
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda t: t}
@@ -168,6 +169,8 @@ def _roles() -> tuple[Role, ...]:
 SPECS = (
     LossSpec(
         name="pairwise_hinge",
+        hessian_fn=zero_hessian,
+        hessian="rows",
         summary="Pairwise hinge (RankSVM): mean over pairs rel_i > rel_j of max(0, margin - (s_i - s_j)), per query.",
         formula="l_q = mean_{rel_i > rel_j} max(0, margin - (s_i - s_j)) (0 without pairs); mean over queries",
         fn=pairwise_hinge,
@@ -177,12 +180,15 @@ SPECS = (
         params=(Param("margin", ParamType.FLOAT, 1.0, "required score gap between a more and a less relevant item"),),
         aliases=("rank_svm",),
         default_wrt=("scores",),
-        notes="Per query a mean over its pairs, then a mean over queries (pairless queries count as 0); "
-        "F.margin_ranking_loss on all pairs pooled weights queries by their pair counts instead.",
+        notes=("Per query a mean over its pairs, then a mean over queries (pairless queries count as 0); "
+        "F.margin_ranking_loss on all pairs pooled weights queries by their pair counts instead."
+        + " Hessian diagonal: zero almost everywhere (the loss is piecewise linear); for gradient "
+        "boosting, use a constant Hessian instead."),
         category="ranking",
     ),
     LossSpec(
         name="lambda_rank",
+        hessian="rows",
         summary="LambdaRank: pairwise logistic loss weighted by the |delta NDCG@k| of swapping each pair.",
         formula="l_q = sum_{rel_i > rel_j} |G_i - G_j| * |D(r_i) - D(r_j)| / IDCG@k "
         "* log(1 + exp(-sigma*(s_i - s_j))); "

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lossd.losses import checks
+from lossd.losses.hessian import mse_hessian, zero_hessian
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _INPUT = Role("input", (Kind.FLOAT,), "any shape (*)", "prediction", differentiable=True)
@@ -162,6 +163,8 @@ def log_cosh(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean")
 SPECS = (
     LossSpec(
         name="mse",
+        hessian_fn=mse_hessian,
+        hessian="elementwise",
         batchable=True,
         summary="Mean squared error (L2 loss): the average of squared differences.",
         formula="l_i = (input_i - target_i)^2",
@@ -177,6 +180,8 @@ SPECS = (
     ),
     LossSpec(
         name="mae",
+        hessian_fn=zero_hessian,
+        hessian="elementwise",
         batchable=True,
         summary="Mean absolute error (L1 loss): the average of absolute differences.",
         formula="l_i = |input_i - target_i|",
@@ -186,11 +191,14 @@ SPECS = (
         unreduced_shape=_input_shape,
         value_and_grad=_mae_value_and_grad,
         aliases=("L1Loss", "l1_loss", "l1", "mean_absolute_error", "MeanAbsoluteError"),
-        notes="The gradient at input == target is 0 (torch's sign(0)).",
+        notes=("The gradient at input == target is 0 (torch's sign(0))."
+        + " Hessian diagonal: zero almost everywhere (the loss is piecewise linear); for gradient "
+        "boosting, use a constant Hessian instead."),
         category="regression",
     ),
     LossSpec(
         name="huber",
+        hessian="elementwise",
         batchable=True,
         summary="Huber loss: quadratic for errors up to delta, linear beyond (robust to outliers).",
         formula="l_i = 0.5*e^2 if |e| <= delta else delta*(|e| - 0.5*delta), e = input_i - target_i",
@@ -203,11 +211,13 @@ SPECS = (
                   "larger is more MSE-like, smaller more robust", minimum=0.0, exclusive_minimum=True),
         ),
         aliases=("HuberLoss", "huber_loss", "Huber"),
-        notes="Equals torch's HuberLoss, optax's huber_loss and Keras' Huber (per element, then averaged).",
+        notes=("Equals torch's HuberLoss, optax's huber_loss and Keras' Huber (per element, then averaged)."
+        + " Hessian diagonal: 1 where |input - target| <= delta, zero beyond (the linear part)."),
         category="regression",
     ),
     LossSpec(
         name="smooth_l1",
+        hessian="elementwise",
         batchable=True,
         summary="Smooth L1 loss: quadratic (scaled by 1/beta) below beta, L1 beyond; huber(delta=beta)/beta.",
         formula="l_i = 0.5*e^2/beta if |e| < beta else |e| - 0.5*beta, e = input_i - target_i",
@@ -220,11 +230,13 @@ SPECS = (
                   minimum=0.0),
         ),
         aliases=("SmoothL1Loss", "smooth_l1_loss"),
-        notes="torch's SmoothL1Loss; unlike huber its linear part has slope 1 (huber's has slope delta).",
+        notes=("torch's SmoothL1Loss; unlike huber its linear part has slope 1 (huber's has slope delta)."
+        + " Hessian diagonal: 1/beta where |input - target| < beta, zero beyond (the linear part)."),
         category="regression",
     ),
     LossSpec(
         name="log_cosh",
+        hessian="elementwise",
         batchable=True,
         summary="Log-cosh loss: smooth everywhere, ~e^2/2 for small errors and ~|e| - log 2 for large ones.",
         formula="l_i = log(cosh(e)) = e + softplus(-2e) - log 2, e = input_i - target_i",

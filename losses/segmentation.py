@@ -99,6 +99,7 @@ _SMOOTH = Param("smooth", ParamType.FLOAT, 1e-6, "added to the numerator and the
 SPECS = (
     LossSpec(
         name="dice",
+        hessian="rows",
         summary="Soft Dice loss per sample and channel over the spatial dimensions (sigmoid on logits by default).",
         formula="l_nc = 1 - (2 * sum(P*T) + smooth) / (sum(P) + sum(T) + smooth), P = activation(input), sums "
         "over spatial dims",
@@ -126,6 +127,7 @@ SPECS = (
     ),
     LossSpec(
         name="combo",
+        hessian="rows",
         summary="Combo loss: weighted sum of sigmoid Dice and binary cross-entropy, both on logits.",
         formula="l_nc = dice_weight * dice_nc + bce_weight * mean_spatial(bce_with_logits)_nc",
         fn=combo,

@@ -94,6 +94,7 @@ def _check_adaptive(tensors: Tensors, params: Params) -> None:
 SPECS = (
     LossSpec(
         name="label_smoothing_cross_entropy",
+        hessian="rows",
         summary="Cross-entropy of logits against a label-smoothed one-hot target (the tutorial's convention).",
         formula="l_i = -sum_c q_ic log_softmax(x_i)_c; others: q = 1-eps on y_i, eps/(C-1) elsewhere; "
         "uniform: q = 1-eps+eps/C on y_i, eps/C elsewhere",
@@ -119,6 +120,7 @@ SPECS = (
     ),
     LossSpec(
         name="adaptive_label_smoothing",
+        hessian="rows",
         summary="Label-smoothing cross-entropy with per-sample smoothing that shrinks as the model grows confident.",
         formula="eps_i = max(base*(1 - stopgrad(softmax(x_i)[y_i])), min); l_i = -((1-eps_i) log p_iy + "
         "eps_i/(C-1) sum_{c!=y} log p_ic)",

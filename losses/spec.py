@@ -123,6 +123,11 @@ ShapeFn = Callable[[Tensors, Params], tuple[int, ...]]
 # empty wrt it returns the value alone, and serves Compute calls too.
 ValueAndGradFn = Callable[[Tensors, Params, str, tuple[str, ...], "torch.Tensor | None"],
                           tuple["torch.Tensor", dict[str, "torch.Tensor"]]]
+# hessian_fn(tensors, params, reduction, wrt, upstream) -> {role: Hessian diagonal}, or None to leave it to
+# autograd (a closed form may cover only some parameters): it must equal autograd (tests/test_hessian.py).
+HessianFn = Callable[[Tensors, Params, str, tuple[str, ...], "torch.Tensor | None"],
+                     "dict[str, torch.Tensor] | None"]
+HESSIAN_KINDS = ("elementwise", "rows")
 # param_resolver(name) -> a Param for a name outside ``params`` (e.g. weighted_sum's "huber.delta"), or None
 ParamResolver = Callable[[str], "Param | None"]
 
@@ -156,6 +161,13 @@ class LossSpec:
     # row's value depends on that row alone, so that a dataset scored in batches gives every row its own loss.
     # False where rows are coupled (contrastive batches, multi-task weights) or not on dim 0 (time-major CTC).
     row_wise: bool = True
+    # The Hessian diagonal a Gradient call may ask for too (lossd.losses.hessian): "elementwise" where each element
+    # of the loss depends on one element of each role (one Hessian-vector product gives the diagonal), "rows"
+    # where the loss decomposes over dim 0 but couples the elements of a row (one product per element of a row);
+    # None where rows are coupled, and the diagonal is no per-row quantity (none is offered).
+    hessian: str | None = None
+    hessian_roles: tuple[str, ...] | None = None  # the roles it is offered for; None: every differentiable role
+    hessian_fn: HessianFn | None = None
     _roles_by_name: dict[str, Role] = field(init=False, repr=False, compare=False)
     _params_by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
 
@@ -168,6 +180,11 @@ class LossSpec:
             role = self._roles_by_name.get(name)
             if role is None or not role.differentiable:
                 raise ValueError(f"{self.name}: default wrt {name!r} is not a differentiable role")
+        if self.hessian not in (None, *HESSIAN_KINDS):
+            raise ValueError(f"{self.name}: hessian {self.hessian!r} is none of {HESSIAN_KINDS}")
+        for name in self.hessian_roles or ():
+            if name not in self.differentiable_roles:
+                raise ValueError(f"{self.name}: hessian role {name!r} is not a differentiable role")
         clash = set(self._roles_by_name) & set(self._params_by_name)
         if clash:
             raise ValueError(f"{self.name}: names used both as role and parameter: {sorted(clash)}")
@@ -193,3 +210,10 @@ class LossSpec:
     def differentiable_roles(self) -> tuple[str, ...]:
         """Names of the roles Gradient may differentiate."""
         return tuple(r.name for r in self.roles if r.differentiable)
+
+    @property
+    def hessian_roles_offered(self) -> tuple[str, ...]:
+        """The roles whose Hessian diagonal a Gradient call may ask for (none when no diagonal is offered)."""
+        if self.hessian is None:
+            return ()
+        return self.hessian_roles if self.hessian_roles is not None else self.differentiable_roles

@@ -10,10 +10,11 @@ def _cell(text: str) -> str:
 
 
 def markdown_table(registry: Registry) -> str:
-    """One row per loss: name, aliases, inputs (optional ones in brackets), parameters, reductions, notes."""
+    """One row per loss: name, aliases, inputs (optional ones in brackets), parameters, reductions, the roles
+    whose Hessian diagonal it offers, notes."""
     rows = [
-        "| loss | aliases | inputs | parameters (default) | reductions (default first) | notes |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| loss | aliases | inputs | parameters (default) | reductions (default first) | Hessian diagonal | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for spec in registry:
         inputs = ", ".join(r.name if r.required else f"[{r.name}]" for r in spec.roles)
@@ -21,6 +22,6 @@ def markdown_table(registry: Registry) -> str:
         reductions = [spec.default_reduction, *(r for r in spec.reductions if r != spec.default_reduction)]
         rows.append("| " + " | ".join(_cell(c) for c in (
             f"`{spec.name}`", ", ".join(spec.aliases), inputs, params, ", ".join(reductions),
-            f"{spec.summary} {spec.notes}".strip(),
+            ", ".join(spec.hessian_roles_offered) or "—", f"{spec.summary} {spec.notes}".strip(),
         )) + " |")
     return "\n".join(rows) + "\n"

@@ -29,6 +29,7 @@ class Prepared:
     reduction: str
     wrt: tuple[str, ...] = ()
     grad_output: torch.Tensor | None = None
+    hessian: bool = False  # also the Hessian diagonal for each role in wrt
 
     @property
     def output_dtype(self) -> torch.dtype:
@@ -182,6 +183,22 @@ def _check_wrt(spec: LossSpec, tensors: Mapping[str, torch.Tensor], wrt: Sequenc
     return chosen
 
 
+def _check_hessian(spec: LossSpec, wrt: Sequence[str] | None, chosen: tuple[str, ...],
+                   out: list[FieldViolation]) -> None:
+    if wrt is None:
+        out.append(FieldViolation("hessian", "only a Gradient request returns Hessian diagonals"))
+    elif spec.hessian is None:
+        out.append(FieldViolation("hessian", f"{spec.name} offers no Hessian diagonal: its rows are coupled (a "
+                                             f"row's loss depends on the others), so the diagonal is no per-row "
+                                             f"quantity; ListLosses says which losses offer one"))
+    else:
+        offered = spec.hessian_roles_offered
+        for i, name in enumerate(chosen):
+            if name not in offered:
+                out.append(FieldViolation(f"wrt[{i}]" if wrt else "wrt", f"{spec.name} offers a Hessian diagonal "
+                                                                         f"only for {', '.join(offered)}"))
+
+
 def validate(
     spec: LossSpec,
     tensors: Mapping[str, torch.Tensor],
@@ -191,8 +208,10 @@ def validate(
     wrt: Sequence[str] | None = None,
     grad_output: torch.Tensor | None = None,
     preset: Mapping[str, Any] | None = None,
+    hessian: bool = False,
 ) -> Prepared:
-    """Check a request against ``spec``; ``wrt=None`` means a Compute call (no gradient).
+    """Check a request against ``spec``; ``wrt=None`` means a Compute call (no gradient). ``hessian`` asks for
+    the Hessian diagonals too (a Gradient call, on a loss and roles that offer them).
 
     ``preset`` holds the parameters the requested alias presets; the request's own ones override it.
 
@@ -208,10 +227,12 @@ def validate(
     chosen_wrt = _check_wrt(spec, tensors, wrt, out) if wrt is not None else ()
     if grad_output is not None and wrt is None:
         out.append(FieldViolation("grad_output", "only a Gradient request takes grad_output"))
+    if hessian:
+        _check_hessian(spec, wrt, chosen_wrt, out)
     if out:
         raise InvalidRequestError(out)
     spec.check(tensors, full)
-    prepared = Prepared(spec, dict(tensors), full, chosen, chosen_wrt, grad_output)
+    prepared = Prepared(spec, dict(tensors), full, chosen, chosen_wrt, grad_output, hessian)
     if grad_output is not None:
         _check_grad_output(prepared, grad_output)
     return prepared

@@ -66,6 +66,8 @@ def loss_info(spec: LossSpec) -> pb.LossInfo:
         default_wrt=list(spec.default_wrt),
         notes=spec.notes,
         row_wise=spec.row_wise,
+        hessian=spec.hessian is not None,
+        hessian_roles=list(spec.hessian_roles_offered),
         presets=[
             pb.AliasPreset(alias=alias, params={k: param_value(v) for k, v in preset.items()})
             for alias, preset in spec.presets.items()

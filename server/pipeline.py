@@ -70,9 +70,17 @@ class Pipeline:
                 for name, msg in parsed.message.inputs.items()}
 
     def _reply_tensor(self, request: Any, key: str, tensor: torch.Tensor, reply: Any, field: int,
-                      map_key: str | None, detached: list[wire.Detached]) -> None:
+                      map_key: str | None, detached: list[wire.Detached], encoding: int | None = None) -> None:
         """Put the reply tensor for ``key``: written to the request's shared-memory region for it, appended to
-        the reply without a copy (``detached``, and then absent from ``reply``), or filled into ``reply``."""
+        the reply without a copy (``detached``, and then absent from ``reply``), or filled into ``reply``.
+        ``request`` None (with ``encoding``): a tensor that never goes to shared memory."""
+        if request is None:
+            large = detached_tensor(tensor, encoding, field, map_key)
+            if large is not None:
+                detached.append(large)
+            else:
+                fill_tensor(_slot(reply, map_key, field), tensor, encoding)
+            return
         if request.output_shm and key in request.output_shm:
             region = request.output_shm[key]
             self._shm.write(region, f"output_shm[{key}]", tensor)
@@ -111,7 +119,7 @@ class Pipeline:
                                      parsed.raw.get((wire.GRAD_OUTPUT, None)), self._shm)
                        if request.HasField("grad_output") else None)
         prepared = validate(spec, tensors, params, request.reduction, wrt=list(request.wrt),
-                            grad_output=grad_output, preset=preset)
+                            grad_output=grad_output, preset=preset, hessian=request.hessian)
         self._check_output_keys(request, ("loss", *prepared.wrt))
         return prepared, tensors
 
@@ -126,6 +134,8 @@ class Pipeline:
         self._reply_tensor(request, "loss", result.loss, reply, wire.LOSS, None, detached)
         for role, g in result.gradients.items():
             self._reply_tensor(request, role, g, reply, wire.GRADIENTS, role, detached)
+        for role, h in result.hessians.items():  # always in the reply (output_shm names loss and gradients)
+            self._reply_tensor(None, role, h, reply, wire.HESSIANS, role, detached, request.response_encoding)
         return wire.Outgoing(reply, detached), elements
 
     def do(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
@@ -185,6 +195,9 @@ class Pipeline:
         return result, device
 
 
-def _slot(reply: Any, map_key: str | None) -> pb.Tensor:
-    """The reply's tensor field: ``loss``, or ``gradients[map_key]`` (created by this access)."""
-    return reply.loss if map_key is None else reply.gradients[map_key]
+def _slot(reply: Any, map_key: str | None, field: int = wire.GRADIENTS) -> pb.Tensor:
+    """The reply's tensor field: ``loss``, or ``gradients[map_key]`` (``hessians`` for that field), created by
+    this access."""
+    if map_key is None:
+        return reply.loss
+    return (reply.hessians if field == wire.HESSIANS else reply.gradients)[map_key]

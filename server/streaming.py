@@ -71,16 +71,22 @@ async def receive(parts: AsyncIterator[wire.Parsed | wire.Chunk], kind: str, max
     return wire.Parsed(header, raw, size=total)
 
 
+_MAPS = {wire.GRADIENTS: "gradients", wire.HESSIANS: "hessians"}
+
+
 def reply_parts(outgoing: wire.Outgoing, kind: str,
                 chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes | pb.StreamResponse]:
     """The reply as stream parts: the response (large tensors without content), then their chunks."""
     header = pb.StreamResponse(**{kind: outgoing.message})
     reply = getattr(header, kind)
     for d in outgoing.detached:  # the header declares each streamed tensor: dtype and shape, no content
-        (reply.loss if d.field == wire.LOSS else reply.gradients[d.key]).CopyFrom(d.meta)
+        if d.field == wire.LOSS:
+            reply.loss.CopyFrom(d.meta)
+        else:
+            (reply.hessians if d.field == wire.HESSIANS else reply.gradients)[d.key].CopyFrom(d.meta)
     yield header
     for d in outgoing.detached:
-        name = "loss" if d.field == wire.LOSS else f"gradients/{d.key}"
+        name = "loss" if d.field == wire.LOSS else f"{_MAPS[d.field]}/{d.key}"
         data = memoryview(d.raw).cast("B") if memoryview(d.raw).nbytes else memoryview(b"")
         for offset in range(0, len(data), chunk_bytes):
             yield wire.chunk_message(name, offset, data[offset: offset + chunk_bytes])

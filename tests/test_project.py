@@ -84,6 +84,16 @@ def test_readme_client_example_prints_what_the_readme_says(server, tmp_path: Pat
     assert out.stdout == expected
 
 
+def test_readme_hessian_example_prints_what_the_readme_says(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The README's Hessian example, pasted into Python, prints the output the README shows."""
+    code = _readme_block("### Hessian diagonals", "python").replace("localhost:50051", server.address)
+    expected = _readme_block("### Hessian diagonals", "text")
+    script = tmp_path / "hessian.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout == expected
+
+
 def test_readme_names_the_two_setup_commands() -> None:
     """The set-up section gives exactly `make serve` and `make test`."""
     block = _readme_block("## Set up", "sh")

@@ -164,7 +164,7 @@ class ComputeResponse(_message.Message):
     def __init__(self, loss: _Optional[_Union[Tensor, _Mapping]] = ..., loss_name: _Optional[str] = ..., reduction: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class GradientRequest(_message.Message):
-    __slots__ = ("loss", "inputs", "params", "reduction", "response_encoding", "wrt", "grad_output", "output_shm")
+    __slots__ = ("loss", "inputs", "params", "reduction", "response_encoding", "wrt", "grad_output", "output_shm", "hessian")
     class InputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +194,7 @@ class GradientRequest(_message.Message):
     WRT_FIELD_NUMBER: _ClassVar[int]
     GRAD_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SHM_FIELD_NUMBER: _ClassVar[int]
+    HESSIAN_FIELD_NUMBER: _ClassVar[int]
     loss: str
     inputs: _containers.MessageMap[str, Tensor]
     params: _containers.MessageMap[str, ParamValue]
@@ -202,11 +203,19 @@ class GradientRequest(_message.Message):
     wrt: _containers.RepeatedScalarFieldContainer[str]
     grad_output: Tensor
     output_shm: _containers.MessageMap[str, SharedRegion]
-    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., reduction: _Optional[str] = ..., response_encoding: _Optional[_Union[Encoding, str]] = ..., wrt: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_shm: _Optional[_Mapping[str, SharedRegion]] = ...) -> None: ...
+    hessian: bool
+    def __init__(self, loss: _Optional[str] = ..., inputs: _Optional[_Mapping[str, Tensor]] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., reduction: _Optional[str] = ..., response_encoding: _Optional[_Union[Encoding, str]] = ..., wrt: _Optional[_Iterable[str]] = ..., grad_output: _Optional[_Union[Tensor, _Mapping]] = ..., output_shm: _Optional[_Mapping[str, SharedRegion]] = ..., hessian: bool = ...) -> None: ...
 
 class GradientResponse(_message.Message):
-    __slots__ = ("loss", "gradients", "loss_name", "reduction", "device")
+    __slots__ = ("loss", "gradients", "loss_name", "reduction", "device", "hessians")
     class GradientsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class HessiansEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -218,12 +227,14 @@ class GradientResponse(_message.Message):
     LOSS_NAME_FIELD_NUMBER: _ClassVar[int]
     REDUCTION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    HESSIANS_FIELD_NUMBER: _ClassVar[int]
     loss: Tensor
     gradients: _containers.MessageMap[str, Tensor]
     loss_name: str
     reduction: str
     device: str
-    def __init__(self, loss: _Optional[_Union[Tensor, _Mapping]] = ..., gradients: _Optional[_Mapping[str, Tensor]] = ..., loss_name: _Optional[str] = ..., reduction: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    hessians: _containers.MessageMap[str, Tensor]
+    def __init__(self, loss: _Optional[_Union[Tensor, _Mapping]] = ..., gradients: _Optional[_Mapping[str, Tensor]] = ..., loss_name: _Optional[str] = ..., reduction: _Optional[str] = ..., device: _Optional[str] = ..., hessians: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
     __slots__ = ("tensor", "offset", "data")
@@ -284,7 +295,7 @@ class ServerInfo(_message.Message):
     def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., gpu_min_elements: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., shm_prefix: _Optional[str] = ...) -> None: ...
 
 class LossInfo(_message.Message):
-    __slots__ = ("name", "aliases", "summary", "formula", "inputs", "params", "reductions", "default_reduction", "default_wrt", "notes", "presets", "row_wise")
+    __slots__ = ("name", "aliases", "summary", "formula", "inputs", "params", "reductions", "default_reduction", "default_wrt", "notes", "presets", "row_wise", "hessian", "hessian_roles")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +308,8 @@ class LossInfo(_message.Message):
     NOTES_FIELD_NUMBER: _ClassVar[int]
     PRESETS_FIELD_NUMBER: _ClassVar[int]
     ROW_WISE_FIELD_NUMBER: _ClassVar[int]
+    HESSIAN_FIELD_NUMBER: _ClassVar[int]
+    HESSIAN_ROLES_FIELD_NUMBER: _ClassVar[int]
     name: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     summary: str
@@ -309,7 +322,9 @@ class LossInfo(_message.Message):
     notes: str
     presets: _containers.RepeatedCompositeFieldContainer[AliasPreset]
     row_wise: bool
-    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[RoleInfo, _Mapping]]] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., reductions: _Optional[_Iterable[str]] = ..., default_reduction: _Optional[str] = ..., default_wrt: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[AliasPreset, _Mapping]]] = ..., row_wise: bool = ...) -> None: ...
+    hessian: bool
+    hessian_roles: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[RoleInfo, _Mapping]]] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., reductions: _Optional[_Iterable[str]] = ..., default_reduction: _Optional[str] = ..., default_wrt: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[AliasPreset, _Mapping]]] = ..., row_wise: bool = ..., hessian: bool = ..., hessian_roles: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AliasPreset(_message.Message):
     __slots__ = ("alias", "params")

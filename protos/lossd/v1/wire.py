@@ -268,6 +268,7 @@ INPUTS = _number(pb.ComputeRequest, "inputs")  # the same number in GradientRequ
 GRAD_OUTPUT = _number(pb.GradientRequest, "grad_output")
 LOSS = _number(pb.ComputeResponse, "loss")  # the same number in GradientResponse
 GRADIENTS = _number(pb.GradientResponse, "gradients")
+HESSIANS = _number(pb.GradientResponse, "hessians")
 if (_number(pb.GradientRequest, "inputs"), _number(pb.GradientResponse, "loss")) != (INPUTS, LOSS):
     raise ImportError("Compute and Gradient messages must number inputs and loss alike")
 
@@ -282,7 +283,7 @@ parse_list_request = _parser(pb.ListLossesRequest)
 parse_compute_request = _parser(pb.ComputeRequest, maps=("inputs",))
 parse_gradient_request = _parser(pb.GradientRequest, maps=("inputs",), singles=("grad_output",))
 parse_compute_response = _parser(pb.ComputeResponse, singles=("loss",))
-parse_gradient_response = _parser(pb.GradientResponse, maps=("gradients",), singles=("loss",))
+parse_gradient_response = _parser(pb.GradientResponse, maps=("gradients", "hessians"), singles=("loss",))
 
 
 # --- Streams (ComputeStream / GradientStream): a header message, then chunks of tensor bytes. ---
