@@ -262,6 +262,7 @@ SPECS = (
     ),
     LossSpec(
         name="multilabel_margin",
+        hessian_vanishes=True,
         hessian_fn=zero_hessian,
         hessian="rows",
         summary="Multi-label margin loss: hinge between every target class and every non-target class.",

@@ -147,6 +147,7 @@ def _rows_shape(role: str) -> ShapeFn:
 SPECS = (
     LossSpec(
         name="hinge_embedding",
+        hessian_vanishes=True,
         hessian_fn=zero_hessian,
         hessian="elementwise",
         summary="Hinge embedding loss on distances: x for similar pairs (y=+1), max(0, margin - x) for dissimilar.",
@@ -169,6 +170,7 @@ SPECS = (
     ),
     LossSpec(
         name="margin_ranking",
+        hessian_vanishes=True,
         hessian_fn=zero_hessian,
         hessian="elementwise",
         summary="Margin ranking loss: y=+1 wants input1 above input2 by margin, y=-1 below.",
@@ -193,6 +195,7 @@ SPECS = (
     ),
     LossSpec(
         name="cosine_embedding",
+        hessian_vanishes=True,
         hessian="rows",
         summary="Cosine embedding loss: 1 - cos for similar pairs, max(0, cos - margin) for dissimilar.",
         formula="l_i = 1 - cos(x1_i, x2_i) if y_i = 1; max(0, cos(x1_i, x2_i) - margin) if y_i = -1",

@@ -136,6 +136,7 @@ _LABELS_01_NOTE = ("Accepts {0, 1} labels as Keras does (0 read as -1, when the 
 SPECS = (
     LossSpec(
         name="hinge",
+        hessian_vanishes=True,
         hessian_fn=zero_hessian,
         hessian="elementwise",
         summary="Binary hinge loss (SVM): max(0, margin - y*x) on raw scores and -1/+1 labels.",
@@ -154,6 +155,7 @@ SPECS = (
     ),
     LossSpec(
         name="squared_hinge",
+        hessian_vanishes=True,
         hessian="elementwise",
         summary="Squared hinge loss: max(0, margin - y*x)^2, a smooth hinge.",
         formula="l_i = max(0, margin - y_i*x_i)^2",

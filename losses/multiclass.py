@@ -232,6 +232,7 @@ SPECS = (
     ),
     LossSpec(
         name="multi_margin",
+        hessian_vanishes=True,
         hessian_fn=multi_margin_hessian,
         hessian="rows",
         summary="Multi-class hinge (Weston-Watkins, torch's MultiMarginLoss): sum of margin violations / C.",

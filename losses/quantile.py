@@ -80,6 +80,7 @@ def _multi_quantile_shape(tensors: Tensors, params: Params) -> tuple[int, ...]:
 SPECS = (
     LossSpec(
         name="quantile",
+        hessian_vanishes=True,
         hessian_fn=zero_hessian,
         hessian="elementwise",
         summary="Pinball (quantile) loss: asymmetric L1 whose minimiser is the q-th quantile of the target.",
@@ -101,6 +102,7 @@ SPECS = (
     ),
     LossSpec(
         name="multi_quantile",
+        hessian_vanishes=True,
         hessian_fn=zero_hessian,
         hessian="rows",
         summary="Pinball loss for several quantile levels at once, one input column per quantile.",

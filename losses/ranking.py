@@ -169,6 +169,7 @@ def _roles() -> tuple[Role, ...]:
 SPECS = (
     LossSpec(
         name="pairwise_hinge",
+        hessian_vanishes=True,
         hessian_fn=zero_hessian,
         hessian="rows",
         summary="Pairwise hinge (RankSVM): mean over pairs rel_i > rel_j of max(0, margin - (s_i - s_j)), per query.",

@@ -180,6 +180,7 @@ SPECS = (
     ),
     LossSpec(
         name="mae",
+        hessian_vanishes=True,
         hessian_fn=zero_hessian,
         hessian="elementwise",
         batchable=True,
@@ -198,6 +199,7 @@ SPECS = (
     ),
     LossSpec(
         name="huber",
+        hessian_vanishes=True,
         hessian="elementwise",
         batchable=True,
         summary="Huber loss: quadratic for errors up to delta, linear beyond (robust to outliers).",
@@ -217,6 +219,7 @@ SPECS = (
     ),
     LossSpec(
         name="smooth_l1",
+        hessian_vanishes=True,
         hessian="elementwise",
         batchable=True,
         summary="Smooth L1 loss: quadratic (scaled by 1/beta) below beta, L1 beyond; huber(delta=beta)/beta.",

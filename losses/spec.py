@@ -168,6 +168,9 @@ class LossSpec:
     hessian: str | None = None
     hessian_roles: tuple[str, ...] | None = None  # the roles it is offered for; None: every differentiable role
     hessian_fn: HessianFn | None = None
+    # Whether the second derivative is zero on whole regions of the inputs (piecewise-linear parts: mae, quantile,
+    # huber beyond delta), where a boosting library would divide by zero: its adapters use a constant Hessian.
+    hessian_vanishes: bool = False
     _roles_by_name: dict[str, Role] = field(init=False, repr=False, compare=False)
     _params_by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
 

@@ -92,6 +92,7 @@ _SWAP = Param("swap", ParamType.BOOL, False, "use min(d(a, n), d(p, n)) as the n
 SPECS = (
     LossSpec(
         name="triplet_margin",
+        hessian_vanishes=True,
         hessian="rows",
         summary="Triplet margin loss on explicit (anchor, positive, negative) triplets with an Lp distance.",
         formula="l_i = max(0, ||a_i - p_i + eps||_p - ||a_i - n_i + eps||_p + margin)",
@@ -114,6 +115,7 @@ SPECS = (
     ),
     LossSpec(
         name="triplet_margin_with_distance",
+        hessian_vanishes=True,
         hessian="rows",
         summary="Triplet margin loss with a named distance: pairwise L2 (torch's default) or cosine (1 - cos).",
         formula="l_i = max(0, d(a_i, p_i) - d(a_i, n_i) + margin); d = ||x - y + 1e-6||_2 or 1 - cos(x, y)",

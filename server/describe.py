@@ -68,6 +68,7 @@ def loss_info(spec: LossSpec) -> pb.LossInfo:
         row_wise=spec.row_wise,
         hessian=spec.hessian is not None,
         hessian_roles=list(spec.hessian_roles_offered),
+        hessian_vanishes=spec.hessian_vanishes,
         presets=[
             pb.AliasPreset(alias=alias, params={k: param_value(v) for k, v in preset.items()})
             for alias, preset in spec.presets.items()

@@ -295,7 +295,7 @@ class ServerInfo(_message.Message):
     def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., gpu_min_elements: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., shm_prefix: _Optional[str] = ...) -> None: ...
 
 class LossInfo(_message.Message):
-    __slots__ = ("name", "aliases", "summary", "formula", "inputs", "params", "reductions", "default_reduction", "default_wrt", "notes", "presets", "row_wise", "hessian", "hessian_roles")
+    __slots__ = ("name", "aliases", "summary", "formula", "inputs", "params", "reductions", "default_reduction", "default_wrt", "notes", "presets", "row_wise", "hessian", "hessian_roles", "hessian_vanishes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +310,7 @@ class LossInfo(_message.Message):
     ROW_WISE_FIELD_NUMBER: _ClassVar[int]
     HESSIAN_FIELD_NUMBER: _ClassVar[int]
     HESSIAN_ROLES_FIELD_NUMBER: _ClassVar[int]
+    HESSIAN_VANISHES_FIELD_NUMBER: _ClassVar[int]
     name: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     summary: str
@@ -324,7 +325,8 @@ class LossInfo(_message.Message):
     row_wise: bool
     hessian: bool
     hessian_roles: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[RoleInfo, _Mapping]]] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., reductions: _Optional[_Iterable[str]] = ..., default_reduction: _Optional[str] = ..., default_wrt: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[AliasPreset, _Mapping]]] = ..., row_wise: bool = ..., hessian: bool = ..., hessian_roles: _Optional[_Iterable[str]] = ...) -> None: ...
+    hessian_vanishes: bool
+    def __init__(self, name: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., summary: _Optional[str] = ..., formula: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[RoleInfo, _Mapping]]] = ..., params: _Optional[_Iterable[_Union[ParamInfo, _Mapping]]] = ..., reductions: _Optional[_Iterable[str]] = ..., default_reduction: _Optional[str] = ..., default_wrt: _Optional[_Iterable[str]] = ..., notes: _Optional[str] = ..., presets: _Optional[_Iterable[_Union[AliasPreset, _Mapping]]] = ..., row_wise: bool = ..., hessian: bool = ..., hessian_roles: _Optional[_Iterable[str]] = ..., hessian_vanishes: bool = ...) -> None: ...
 
 class AliasPreset(_message.Message):
     __slots__ = ("alias", "params")
