@@ -38,6 +38,19 @@ def test_client_package_imports_no_torch_losses_or_server(tmp_path: Path) -> Non
     assert [m for m in loaded if m.split(".")[0] == "torch" or m.startswith(("lossd.losses", "lossd.server"))] == []
 
 
+@pytest.mark.parametrize("module", ["lossd.integrations.xgboost", "lossd.integrations.lightgbm"])
+def test_boosting_integrations_import_neither_their_library_nor_torch(module: str, tmp_path: Path) -> None:
+    """They depend on the client alone: XGBoost and LightGBM are whatever calls them; no torch, no server."""
+    loaded = _modules_after_import(module, tmp_path)
+    assert [m for m in loaded if m.split(".")[0] in ("torch", "xgboost", "lightgbm")
+            or m.startswith(("lossd.losses", "lossd.server"))] == []
+
+
+def test_the_torch_integration_uses_the_client_not_the_server(tmp_path: Path) -> None:
+    loaded = _modules_after_import("lossd.integrations.torch", tmp_path)
+    assert [m for m in loaded if m.startswith(("lossd.losses", "lossd.server"))] == []
+
+
 @pytest.mark.parametrize("bare", ["server", "client", "losses", "protos"])
 def test_no_bare_top_level_package_is_installed(bare: str, tmp_path: Path) -> None:
     """Outside the source tree, `import server` (etc.) fails: everything lives under lossd."""
