@@ -107,6 +107,23 @@ def test_readme_hessian_example_prints_what_the_readme_says(server, tmp_path: Pa
     assert out.stdout == expected
 
 
+@pytest.mark.parametrize(("heading", "library"), [("### XGBoost and LightGBM objectives", "xgboost"),
+                                                  ("### torch: `RemoteLoss`", "torch")])
+def test_readme_training_examples_print_what_the_readme_says(server, tmp_path: Path, heading: str,  # type: ignore[no-untyped-def]
+                                                             library: str) -> None:
+    """The README's training snippets (XGBoost, LightGBM, RemoteLoss), pasted into Python, print what it shows."""
+    pytest.importorskip(library)
+    section = README.read_text().split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    codes = re.findall(r"```python\n(.*?)```", section, re.S)
+    printed = re.findall(r"```text\n(.*?)```", section, re.S)
+    assert codes and len(codes) == len(printed)
+    for i, (code, expected) in enumerate(zip(codes, printed, strict=True)):
+        script = tmp_path / f"training_{i}.py"
+        script.write_text(code.replace("localhost:50051", server.address))
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=True)
+        assert out.stdout == expected
+
+
 def test_readme_names_the_two_setup_commands() -> None:
     """The set-up section gives exactly `make serve` and `make test`."""
     block = _readme_block("## Set up", "sh")
