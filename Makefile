@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[server,test,dev,bench,score,ray,tracing,xgboost,lightgbm]"
+	$(BIN)/python -m pip install -q -e ".[server,test,dev,bench,score,ray,tracing,xgboost,lightgbm,jax]"
 	touch $@
 
 serve: install

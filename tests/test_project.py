@@ -46,8 +46,9 @@ def test_boosting_integrations_import_neither_their_library_nor_torch(module: st
             or m.startswith(("lossd.losses", "lossd.server"))] == []
 
 
-def test_the_torch_integration_uses_the_client_not_the_server(tmp_path: Path) -> None:
-    loaded = _modules_after_import("lossd.integrations.torch", tmp_path)
+@pytest.mark.parametrize("module", ["lossd.integrations.torch", "lossd.integrations.jax"])
+def test_the_framework_integrations_use_the_client_not_the_server(module: str, tmp_path: Path) -> None:
+    loaded = _modules_after_import(module, tmp_path)
     assert [m for m in loaded if m.startswith(("lossd.losses", "lossd.server"))] == []
 
 
@@ -108,7 +109,8 @@ def test_readme_hessian_example_prints_what_the_readme_says(server, tmp_path: Pa
 
 
 @pytest.mark.parametrize(("heading", "library"), [("### XGBoost and LightGBM objectives", "xgboost"),
-                                                  ("### torch: `RemoteLoss`", "torch")])
+                                                  ("### torch: `RemoteLoss`", "torch"),
+                                                  ("### JAX: `remote_loss`", "jax")])
 def test_readme_training_examples_print_what_the_readme_says(server, tmp_path: Path, heading: str,  # type: ignore[no-untyped-def]
                                                              library: str) -> None:
     """The README's training snippets (XGBoost, LightGBM, RemoteLoss), pasted into Python, print what it shows."""
