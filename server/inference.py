@@ -28,6 +28,7 @@ from lossd.server.describe import param_value
 from lossd.server.metrics import lossd_version
 from lossd.server.model_metadata import (
     GRAD_PREFIX,
+    HESS_PREFIX,
     LOSS_OUTPUT,
     TORCH_DATATYPES,
     VERSION,
@@ -181,10 +182,10 @@ class InferenceModels:
             raise invalid(request.error_field, request.error)
         spec = self.spec(request.model, request.version)
         outputs = list(request.outputs) or [LOSS_OUTPUT]
-        grads = _requested_gradients(spec, outputs)
+        grads, hessian = _requested_gradients(spec, outputs)
         gradient = bool(grads)
         params, reduction, wrt = _parameters(spec, request.parameters)
-        message: Any = pb.GradientRequest() if gradient else pb.ComputeRequest()
+        message: Any = pb.GradientRequest(hessian=hessian) if gradient else pb.ComputeRequest()
         message.loss = request.model
         message.reduction = reduction
         for name, value in params.items():
@@ -223,7 +224,11 @@ class InferenceModels:
         result = outcome.result
         chosen = []
         for name in outputs:
-            tensor = result.loss if name == LOSS_OUTPUT else result.gradients[name.removeprefix(GRAD_PREFIX)]
+            if name == LOSS_OUTPUT:
+                tensor = result.loss
+            else:  # grad_<role> or hess_<role> (the prefixes are as long)
+                kind = result.hessians if name.startswith(HESS_PREFIX) else result.gradients
+                tensor = kind[name[len(GRAD_PREFIX):]]
             tensor = tensor.detach()
             chosen.append(InferOutput(name, TORCH_DATATYPES[tensor.dtype], tuple(tensor.shape), tensor))
         return InferReply(outcome.prepared.spec.name, request.id, tuple(chosen), outcome.prepared.reduction,
@@ -242,23 +247,25 @@ class InferenceModels:
         return self.reply(request, outputs, outcome), outcome.elements
 
 
-def _requested_gradients(spec: LossSpec, outputs: Sequence[str]) -> list[str]:
-    """The roles whose gradients the outputs ask for; refuses names that are no output of ``spec``."""
+def _requested_gradients(spec: LossSpec, outputs: Sequence[str]) -> tuple[list[str], bool]:
+    """The roles whose gradients (or Hessian diagonals) the outputs ask for, and whether any diagonal is; refuses
+    names that are no output of ``spec``."""
     differentiable = [r.name for r in spec.roles if r.differentiable]
-    allowed = [LOSS_OUTPUT, *(GRAD_PREFIX + r for r in differentiable)]
+    allowed = [LOSS_OUTPUT, *(GRAD_PREFIX + r for r in differentiable),
+               *(HESS_PREFIX + r for r in spec.hessian_roles_offered)]
     grads: list[str] = []
     problems = []
     for i, name in enumerate(outputs):
         if name not in allowed:
             problems.append(FieldViolation(f"outputs[{i}].name", f"{name[:80]!r} is not an output of "
                                                                  f"{spec.name}; expected one of: {', '.join(allowed)}"))
-        elif name != LOSS_OUTPUT and name.removeprefix(GRAD_PREFIX) not in grads:
-            grads.append(name.removeprefix(GRAD_PREFIX))
+        elif name != LOSS_OUTPUT and name[len(GRAD_PREFIX):] not in grads:
+            grads.append(name[len(GRAD_PREFIX):])
     if len(set(outputs)) != len(outputs):
         problems.append(FieldViolation("outputs", "an output is asked for twice; ask for each once"))
     if problems:
         raise InvalidRequestError(problems)
-    return grads
+    return grads, any(name.startswith(HESS_PREFIX) for name in outputs)
 
 
 def _parameters(spec: LossSpec, given: dict[str, Any]) -> tuple[dict[str, Any], str, list[str] | None]:

@@ -13,6 +13,7 @@ PLATFORM = "lossd_torch"
 VERSION = "1"  # every loss is served at one version
 LOSS_OUTPUT = "loss"
 GRAD_PREFIX = "grad_"
+HESS_PREFIX = "hess_"  # as long as GRAD_PREFIX: the role follows either at the same offset
 TORCH_DATATYPES: dict[torch.dtype, str] = {
     torch.bool: "BOOL", torch.uint8: "UINT8", torch.int32: "INT32", torch.int64: "INT64",
     torch.float16: "FP16", torch.bfloat16: "BF16", torch.float32: "FP32", torch.float64: "FP64",
@@ -62,6 +63,10 @@ def model_metadata(spec: LossSpec) -> ModelMetadata:
     outputs += [TensorMetadata(GRAD_PREFIX + r.name, _preferred(r), role_shape(spec, r), _datatypes(r),
                                f"the shape and dtype of {r.name}", True)
                 for r in spec.roles if r.differentiable]
+    offered = spec.hessian_roles_offered
+    outputs += [TensorMetadata(HESS_PREFIX + r.name, _preferred(r), role_shape(spec, r), _datatypes(r),
+                               f"the Hessian diagonal: the shape and dtype of {r.name}", True)
+                for r in spec.roles if r.name in offered]
     return ModelMetadata(spec.name, inputs, tuple(outputs), spec)
 
 

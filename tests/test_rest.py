@@ -79,7 +79,7 @@ def test_model_metadata_lists_roles_and_what_v2_cannot_say_in_parameters(http: s
     target = meta["inputs"][1]
     assert (target["name"], target["datatype"], target["shape"]) == ("target", "INT64", [-1])
     assert "FP32" in target["parameters"]["datatypes"] and "class indices" in target["parameters"]["shape_rule"]
-    assert [o["name"] for o in meta["outputs"]] == ["loss", "grad_input", "grad_target"]
+    assert [o["name"] for o in meta["outputs"]] == ["loss", "grad_input", "grad_target", "hess_input", "hess_target"]
     assert "label_smoothing" in [p["name"] for p in meta["parameters"]["params"]]
 
 

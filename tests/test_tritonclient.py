@@ -56,7 +56,8 @@ def test_liveness_readiness_and_metadata(answers: dict[str, Any], protocol: str)
     assert got["unknown_ready"] is False and got["server"] == "lossd"
     assert got["metadata"]["inputs"] == [["input", "FP32", [-1, -1]], ["target", "INT64", [-1]],
                                          ["weight", "FP32", [-1]]]
-    assert [o[0] for o in got["metadata"]["outputs"]] == ["loss", "grad_input", "grad_target"]
+    assert [o[0] for o in got["metadata"]["outputs"]] == ["loss", "grad_input", "grad_target", "hess_input",
+                                                          "hess_target"]
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

@@ -114,7 +114,8 @@ def test_model_metadata_lists_roles_as_inputs_and_loss_and_gradients_as_outputs(
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
         ("input", "FP32", [-1, -1]), ("target", "INT64", [-1]), ("weight", "FP32", [-1])]
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
-        ("loss", "FP32", []), ("grad_input", "FP32", [-1, -1]), ("grad_target", "INT64", [-1])]
+        ("loss", "FP32", []), ("grad_input", "FP32", [-1, -1]), ("grad_target", "INT64", [-1]),
+        ("hess_input", "FP32", [-1, -1]), ("hess_target", "INT64", [-1])]
 
 
 def test_model_metadata_of_an_unknown_model_is_not_found(v2stub) -> None:  # type: ignore[no-untyped-def]
@@ -259,7 +260,7 @@ def test_an_unknown_output_is_refused_naming_it(v2stub) -> None:  # type: ignore
                                                                ("loss", "grad_weight")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert violations == [("outputs[1].name", "'grad_weight' is not an output of mse; expected one of: loss, "
-                                              "grad_input, grad_target")]
+                                              "grad_input, grad_target, hess_input, hess_target")]
 
 
 def test_a_datatype_lossd_lacks_is_refused_naming_the_field(v2stub) -> None:  # type: ignore[no-untyped-def]
@@ -355,3 +356,22 @@ def test_typed_contents_come_back_when_the_outputs_ask_for_them(v2stub, client: 
     assert len(reply.raw_output_contents) == 0
     assert list(reply.outputs[0].contents.fp32_contents) == [loss]
     assert list(reply.outputs[1].contents.fp32_contents) == grads["input"].tolist()
+
+
+def test_hessian_outputs_return_lossd_v1s_diagonals(v2stub, client: LossClient) -> None:  # type: ignore[no-untyped-def]
+    """outputs [grad_input, hess_input]: the gradient and the Hessian diagonal of LossClient.hessian."""
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], np.float32)
+    target = np.array([0, 2], np.int64)
+    reply = v2stub.ModelInfer(_request("cross_entropy", {"input": (logits, "FP32"), "target": (target, "INT64")},
+                                       ("grad_input", "hess_input")), timeout=30)
+    _, grads, diagonals = client.hessian("cross_entropy", input=logits, target=target)
+    got = _outputs(reply)
+    assert got["grad_input"].tobytes() == grads["input"].tobytes()
+    assert got["hess_input"].tobytes() == diagonals["input"].tobytes()
+
+
+def test_a_hessian_output_of_a_coupled_loss_is_no_output(v2stub) -> None:  # type: ignore[no-untyped-def]
+    features = np.ones((4, 3), np.float32)
+    code, _, violations = _refusal(v2stub.ModelInfer, _request("info_nce", {"features": (features, "FP32")},
+                                                               ("hess_features",)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and violations[0][0] == "outputs[0].name"

@@ -98,7 +98,8 @@ class GRPCInferenceServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def ModelMetadata(self, request, context):
-        """A loss's inputs (its roles) and outputs (loss, grad_<role> for each differentiable role).
+        """A loss's inputs (its roles) and outputs (loss, grad_<role> for each differentiable role, hess_<role> where
+        the loss offers a Hessian diagonal).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
