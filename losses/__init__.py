@@ -25,6 +25,7 @@ from lossd.losses import (
     quantile,
     ranking,
     regression,
+    robust,
     segmentation,
     sequence,
     smoothing,
@@ -42,8 +43,8 @@ from lossd.losses.registry import Registry, normalize_name
 from lossd.losses.spec import KIND_DTYPES, Kind, LossSpec, Param, ParamType, Role
 from lossd.losses.validate import Prepared, validate
 
-_MODULES = (regression, quantile, likelihood, binary, margin, classification, multiclass, smoothing, distribution,
-            sequence, segmentation, embedding, triplet, contrastive, infonce, ranking, composite)
+_MODULES = (regression, robust, quantile, likelihood, binary, margin, classification, multiclass, smoothing,
+            distribution, sequence, segmentation, embedding, triplet, contrastive, infonce, ranking, composite)
 
 REGISTRY = Registry(spec for module in _MODULES for spec in module.SPECS)
 """Every loss lossd serves, by canonical name and alias."""
