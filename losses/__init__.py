@@ -28,6 +28,7 @@ from lossd.losses import (
     robust,
     segmentation,
     sequence,
+    similarity,
     smoothing,
     triplet,
 )
@@ -44,7 +45,8 @@ from lossd.losses.spec import KIND_DTYPES, Kind, LossSpec, Param, ParamType, Rol
 from lossd.losses.validate import Prepared, validate
 
 _MODULES = (regression, robust, quantile, likelihood, binary, margin, classification, multiclass, smoothing,
-            distribution, sequence, segmentation, embedding, triplet, contrastive, infonce, ranking, composite)
+            distribution, similarity, sequence, segmentation, embedding, triplet, contrastive, infonce, ranking,
+            composite)
 
 REGISTRY = Registry(spec for module in _MODULES for spec in module.SPECS)
 """Every loss lossd serves, by canonical name and alias."""
