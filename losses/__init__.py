@@ -26,10 +26,12 @@ from lossd.losses import (
     ranking,
     regression,
     robust,
+    scores,
     segmentation,
     sequence,
     similarity,
     smoothing,
+    softmax,
     triplet,
 )
 from lossd.losses.engine import Result, evaluate
@@ -44,9 +46,9 @@ from lossd.losses.registry import Registry, normalize_name
 from lossd.losses.spec import KIND_DTYPES, Kind, LossSpec, Param, ParamType, Role
 from lossd.losses.validate import Prepared, validate
 
-_MODULES = (regression, robust, quantile, likelihood, binary, margin, classification, multiclass, smoothing,
-            distribution, similarity, sequence, segmentation, embedding, triplet, contrastive, infonce, ranking,
-            composite)
+_MODULES = (regression, robust, quantile, likelihood, binary, margin, scores, classification, multiclass, softmax,
+            smoothing, distribution, similarity, sequence, segmentation, embedding, triplet, contrastive, infonce,
+            ranking, composite)
 
 REGISTRY = Registry(spec for module in _MODULES for spec in module.SPECS)
 """Every loss lossd serves, by canonical name and alias."""

@@ -112,6 +112,8 @@ def _coerce_param(param: Param, value: Any, where: str, out: list[FieldViolation
             return _INVALID
         return value
     if kind is ParamType.FLOAT_LIST:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # one number is a list of one (categorical_focal's alpha for every class)
         if not isinstance(value, (list, tuple)) or isinstance(value, str):
             out.append(FieldViolation(where, f"expected a list of numbers, got {type(value).__name__}"))
             return _INVALID

@@ -66,7 +66,9 @@ SEED = ("mse mae huber log_cosh bce_with_logits hinge squared_hinge exponential 
 TORCH_NN = ("bce smooth_l1 ctc poisson_nll gaussian_nll margin_ranking multilabel_margin soft_margin "
             "multilabel_soft_margin cosine_embedding triplet_margin_with_distance linear_cross_entropy").split()
 # The catalog's extended tier (§6), as far as it has landed.
-EXTENDED = "msle mape charbonnier cauchy geman_mcclure welsch js_div cosine_similarity cosine_distance".split()
+EXTENDED = ("msle mape charbonnier cauchy geman_mcclure welsch js_div cosine_similarity cosine_distance perceptron "
+            "multiclass_perceptron crammer_singer_hinge sparsemax categorical_focal generalized_cross_entropy "
+            "poly1_cross_entropy").split()
 
 
 def test_registry_is_the_seed_torch_nn_and_extended_catalog() -> None:
@@ -78,7 +80,7 @@ def test_registry_is_the_seed_torch_nn_and_extended_catalog() -> None:
 def test_list_losses_serves_every_loss(stub: Any) -> None:
     """ListLosses over the wire describes every registered loss, each with roles and reductions."""
     losses = stub.ListLosses(pb.ListLossesRequest(), timeout=10).losses
-    assert len(losses) == len(SEED + TORCH_NN + EXTENDED) == 51
+    assert len(losses) == len(SEED + TORCH_NN + EXTENDED) == 58
     assert all(info.inputs and info.reductions and info.default_wrt for info in losses)
 
 
