@@ -22,6 +22,7 @@ from lossd.losses import (
     likelihood,
     margin,
     multiclass,
+    overlap,
     quantile,
     ranking,
     regression,
@@ -47,8 +48,8 @@ from lossd.losses.spec import KIND_DTYPES, Kind, LossSpec, Param, ParamType, Rol
 from lossd.losses.validate import Prepared, validate
 
 _MODULES = (regression, robust, quantile, likelihood, binary, margin, scores, classification, multiclass, softmax,
-            smoothing, distribution, similarity, sequence, segmentation, embedding, triplet, contrastive, infonce,
-            ranking, composite)
+            smoothing, distribution, similarity, sequence, segmentation, overlap, embedding, triplet, contrastive,
+            infonce, ranking, composite)
 
 REGISTRY = Registry(spec for module in _MODULES for spec in module.SPECS)
 """Every loss lossd serves, by canonical name and alias."""

@@ -53,6 +53,7 @@ class _Call:
     started: float = field(default_factory=time.perf_counter)
     spans: Any = None  # CallSpans, when tracing
     device: str | None = None
+    ended: bool = False  # counted and logged already
 
 
 class LossServicer(pb_grpc.LossServiceServicer):
@@ -168,6 +169,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         code = grpc.StatusCode.OK
         elements = bytes_out = 0
         spans = response = None
+        ended = False
         if self._tracer is not None:  # off: this test is all tracing costs
             spans = CallSpans(self._tracer, method, context.invocation_metadata(), service)
             work = _traced(work, spans)
@@ -194,11 +196,18 @@ class LossServicer(pb_grpc.LossServiceServicer):
             request_id = request_id or new_request_id()
             failure = to_failure(exc, request_id)
             code = failure.code
+            # Counted before the status is sent (abort sends it, then raises): whoever sees the refusal and then
+            # scrapes the metrics finds it there.
+            self._end(method, label, code, started, elements, request_id, request.size, bytes_out)
+            ended = True
+            if spans is not None:
+                spans.finish(code, label, elements, None)
             await self._abort(context, failure, request_id)
         finally:
-            self._end(method, label, code, started, elements, request_id, request.size, bytes_out)
-            if spans is not None:
-                spans.finish(code, label, elements, _device_of(response))
+            if not ended:
+                self._end(method, label, code, started, elements, request_id, request.size, bytes_out)
+                if spans is not None:
+                    spans.finish(code, label, elements, _device_of(response))
 
     @contextlib.asynccontextmanager
     async def _accounted(self, method: str, loss: str, context: grpc.aio.ServicerContext) -> AsyncIterator[_Call]:
@@ -217,11 +226,17 @@ class LossServicer(pb_grpc.LossServiceServicer):
             call.request_id = call.request_id or new_request_id()
             failure = to_failure(exc, call.request_id)
             call.code = failure.code
+            self._finish_call(method, call)  # before the status goes out (see _serve)
             await self._abort(context, failure, call.request_id)
         finally:
-            self._end(method, call.loss, call.code, call.started, call.elements, call.request_id)
-            if call.spans is not None:
-                call.spans.finish(call.code, call.loss, call.elements, call.device)
+            if not call.ended:
+                self._finish_call(method, call)
+
+    def _finish_call(self, method: str, call: _Call) -> None:
+        call.ended = True
+        self._end(method, call.loss, call.code, call.started, call.elements, call.request_id)
+        if call.spans is not None:
+            call.spans.finish(call.code, call.loss, call.elements, call.device)
 
     def _begin(self, method: str, context: grpc.aio.ServicerContext) -> str | None:
         """Count the call in flight; return its request id, and echo it in the reply's trailing metadata.
