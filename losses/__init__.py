@@ -20,6 +20,7 @@ from lossd.losses import (
     embedding,
     infonce,
     likelihood,
+    listwise,
     margin,
     multiclass,
     overlap,
@@ -49,7 +50,7 @@ from lossd.losses.validate import Prepared, validate
 
 _MODULES = (regression, robust, quantile, likelihood, binary, margin, scores, classification, multiclass, softmax,
             smoothing, distribution, similarity, sequence, segmentation, overlap, embedding, triplet, contrastive,
-            infonce, ranking, composite)
+            infonce, ranking, listwise, composite)
 
 REGISTRY = Registry(spec for module in _MODULES for spec in module.SPECS)
 """Every loss lossd serves, by canonical name and alias."""
