@@ -21,6 +21,7 @@ from lossd.losses import (
     infonce,
     likelihood,
     listwise,
+    lovasz,
     margin,
     multiclass,
     overlap,
@@ -49,8 +50,8 @@ from lossd.losses.spec import KIND_DTYPES, Kind, LossSpec, Param, ParamType, Rol
 from lossd.losses.validate import Prepared, validate
 
 _MODULES = (regression, robust, quantile, likelihood, binary, margin, scores, classification, multiclass, softmax,
-            smoothing, distribution, similarity, sequence, segmentation, overlap, embedding, triplet, contrastive,
-            infonce, ranking, listwise, composite)
+            smoothing, distribution, similarity, sequence, segmentation, overlap, lovasz, embedding, triplet,
+            contrastive, infonce, ranking, listwise, composite)
 
 REGISTRY = Registry(spec for module in _MODULES for spec in module.SPECS)
 """Every loss lossd serves, by canonical name and alias."""
