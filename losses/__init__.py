@@ -23,6 +23,7 @@ from lossd.losses import (
     listwise,
     lovasz,
     margin,
+    metric,
     multiclass,
     overlap,
     quantile,
@@ -51,7 +52,7 @@ from lossd.losses.validate import Prepared, validate
 
 _MODULES = (regression, robust, quantile, likelihood, binary, margin, scores, classification, multiclass, softmax,
             smoothing, distribution, similarity, sequence, segmentation, overlap, lovasz, embedding, triplet,
-            contrastive, infonce, ranking, listwise, composite)
+            contrastive, metric, infonce, ranking, listwise, composite)
 
 REGISTRY = Registry(spec for module in _MODULES for spec in module.SPECS)
 """Every loss lossd serves, by canonical name and alias."""

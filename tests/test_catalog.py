@@ -69,7 +69,8 @@ TORCH_NN = ("bce smooth_l1 ctc poisson_nll gaussian_nll margin_ranking multilabe
 EXTENDED = ("msle mape charbonnier cauchy geman_mcclure welsch js_div cosine_similarity cosine_distance perceptron "
             "multiclass_perceptron crammer_singer_hinge sparsemax categorical_focal generalized_cross_entropy "
             "poly1_cross_entropy tversky focal_tversky jaccard ranknet listnet listmle lovasz_hinge lovasz_softmax "
-            "generalized_dice").split()
+            "generalized_dice contrastive batch_triplet multi_similarity supcon npairs arcface cosface "
+            "proxy_anchor").split()
 
 
 def test_registry_is_the_seed_torch_nn_and_extended_catalog() -> None:
@@ -81,7 +82,7 @@ def test_registry_is_the_seed_torch_nn_and_extended_catalog() -> None:
 def test_list_losses_serves_every_loss(stub: Any) -> None:
     """ListLosses over the wire describes every registered loss, each with roles and reductions."""
     losses = stub.ListLosses(pb.ListLossesRequest(), timeout=10).losses
-    assert len(losses) == len(SEED + TORCH_NN + EXTENDED) == 67
+    assert len(losses) == len(SEED + TORCH_NN + EXTENDED) == 75
     assert all(info.inputs and info.reductions and info.default_wrt for info in losses)
 
 

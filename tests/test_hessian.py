@@ -171,8 +171,9 @@ def test_list_losses_says_which_losses_offer_a_diagonal(client: LossClient) -> N
     assert (infos["mse"].hessian, list(infos["mse"].hessian_roles)) == (True, ["input", "target"])
     assert (infos["linear_cross_entropy"].hessian, list(infos["linear_cross_entropy"].hessian_roles)) == (
         True, ["input"])
-    assert [n for n, i in infos.items() if not i.hessian] == ["circle", "ctc", "info_nce", "moco_info_nce", "nt_xent",
-                                                             "uncertainty_weighting"]
+    assert [n for n, i in infos.items() if not i.hessian] == [
+        "batch_triplet", "circle", "contrastive", "ctc", "info_nce", "moco_info_nce", "multi_similarity", "npairs",
+        "nt_xent", "proxy_anchor", "supcon", "uncertainty_weighting"]
 
 
 def test_client_hessian_returns_value_gradients_and_diagonals(client: LossClient) -> None:
