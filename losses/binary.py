@@ -144,9 +144,10 @@ def _check_weight(tensors: Tensors) -> None:
 def _check_bce(tensors: Tensors, params: Params) -> None:
     checks.same_shape(tensors, "target", "input")
     _check_weight(tensors)
+    # torch's binary_cross_entropy raises on a NaN probability or target: refused here too (it says so).
     if not params["from_logits"]:
-        checks.in_range(tensors["input"], "input", 0.0, 1.0)
-    checks.in_range(tensors["target"], "target", 0.0, 1.0)
+        checks.in_range(tensors["input"], "input", 0.0, 1.0, nan=False)
+    checks.in_range(tensors["target"], "target", 0.0, 1.0, nan=False)
 
 
 def _check_focal(tensors: Tensors, params: Params) -> None:
@@ -215,7 +216,9 @@ SPECS = (
         aliases=("BCELoss", "binary_cross_entropy", "binary_crossentropy", "BinaryCrossentropy"),
         notes="Takes probabilities, as torch's BCELoss and Keras' binary_crossentropy do (bce_with_logits takes "
         "logits). Keras clips p to [1e-7, 1 - 1e-7]: pass epsilon=1e-7 for its numbers at the extremes (the "
-        "names binary_cross_entropy and binary_crossentropy are one name to lossd, so no preset).",
+        "names binary_cross_entropy and binary_crossentropy are one name to lossd, so no preset). A NaN "
+        "probability or target is refused, as torch's binary_cross_entropy raises on it (elsewhere NaN flows "
+        "through).",
         category="binary",
     ),
     LossSpec(

@@ -52,18 +52,28 @@ def min_ndim(tensor: torch.Tensor, role: str, ndim: int, rule: str) -> None:
         raise invalid(field(role), f"shape {shape_text(tensor.shape)} has too few dimensions; expected {rule}")
 
 
-def finite(tensor: torch.Tensor, role: str) -> None:
-    """Every element must be finite (no NaN, no ±Inf)."""
-    if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
-        bad = (~torch.isfinite(tensor)).reshape(-1).nonzero()[0].item()
+# NaN in data flows through as torch lets it (the loss is NaN where it reaches): a NaN is no value outside a
+# domain. Weights are configuration, not data, and stay refused when not finite (nan=False); so are NaNs where
+# torch itself raises (binary_cross_entropy's probabilities).
+
+
+def finite(tensor: torch.Tensor, role: str, nan: bool = False) -> None:
+    """Every element must be finite (no ±Inf; no NaN either unless ``nan``)."""
+    if not tensor.is_floating_point() or not tensor.numel():
+        return
+    ok = torch.isfinite(tensor) | (torch.isnan(tensor) if nan else False)
+    if not bool(ok.all()):
+        bad = (~ok).reshape(-1).nonzero()[0].item()
         raise invalid(field(role), f"holds a non-finite value (first at flat index {bad}); expected finite values")
 
 
-def in_range(tensor: torch.Tensor, role: str, low: float, high: float) -> None:
-    """Every element must lie in [low, high] (NaN fails)."""
+def in_range(tensor: torch.Tensor, role: str, low: float, high: float, nan: bool = True) -> None:
+    """Every element must lie in [low, high]; NaN passes unless ``nan`` is False."""
     if not tensor.numel():
         return
     ok = (tensor >= low) & (tensor <= high)
+    if nan and tensor.is_floating_point():
+        ok |= torch.isnan(tensor)
     if not bool(ok.all()):
         flat = (~ok).reshape(-1).nonzero()[0].item()
         value = tensor.reshape(-1)[flat].item()
@@ -72,9 +82,9 @@ def in_range(tensor: torch.Tensor, role: str, low: float, high: float) -> None:
         )
 
 
-def non_negative(tensor: torch.Tensor, role: str) -> None:
-    """Every element must be finite and >= 0."""
-    finite(tensor, role)
+def non_negative(tensor: torch.Tensor, role: str, nan: bool = False) -> None:
+    """Every element must be finite and >= 0 (NaN passes with ``nan``: data, not weights)."""
+    finite(tensor, role, nan)
     if tensor.numel() and bool((tensor < 0).any()):
         flat = (tensor < 0).reshape(-1).nonzero()[0].item()
         value = tensor.reshape(-1)[flat].item()

@@ -73,7 +73,7 @@ def _check_cross_entropy(tensors: Tensors, params: Params) -> None:
                           "indices, or input's shape of probabilities")
         checks.class_indices(target, "target", num_classes, params["ignore_index"])
     if not params["from_logits"]:
-        checks.non_negative(logits, "input")
+        checks.non_negative(logits, "input", nan=True)
         dim = 1 if logits.dim() >= 2 else 0
         if logits.numel() and bool((logits.sum(dim=dim) <= 0).any()):
             raise invalid("inputs[input]", "a row of probabilities sums to 0; with from_logits=false each "

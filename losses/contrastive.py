@@ -35,7 +35,7 @@ def _matrix(tensors: Tensors, role: str, rule: str = "(N, D)") -> None:
     if t.shape[0] < 1 or t.shape[1] < 1:
         raise invalid(checks.field(role), f"shape {checks.shape_text(t.shape)} is empty; expected {rule} "
                       "with at least one row and one column")
-    checks.finite(t, role)
+    checks.finite(t, role, nan=True)
 
 
 def _labels(tensors: Tensors, like: str) -> None:

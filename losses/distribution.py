@@ -34,7 +34,7 @@ def _check_kl(tensors: Tensors, params: Params) -> None:
     checks.same_shape(tensors, "target", "input")
     target = tensors["target"]
     if params["log_target"]:
-        checks.finite(target, "target")
+        checks.finite(target, "target", nan=True)
         if target.numel() and bool((target > 0).any()):
             flat = (target > 0).reshape(-1).nonzero()[0].item()
             raise invalid("inputs[target]", f"value {target.reshape(-1)[flat].item():g} at flat index {flat} is "

@@ -23,7 +23,7 @@ def _signs(tensors: Tensors, role: str) -> None:
     t = tensors[role]
     if not t.numel():
         return
-    ok = (t == 1) | (t == -1)
+    ok = (t == 1) | (t == -1) | (torch.isnan(t) if t.is_floating_point() else False)  # NaN flows, as in torch
     if not bool(ok.all()):
         flat = (~ok).reshape(-1).nonzero()[0].item()
         value = t.reshape(-1)[flat].item()

@@ -102,12 +102,12 @@ def moco_info_nce(
 def _check_moco(tensors: Tensors, params: Params) -> None:
     _matrix(tensors, "query")
     checks.same_shape(tensors, "key", "query")
-    checks.finite(tensors["key"], "key")
+    checks.finite(tensors["key"], "key", nan=True)
     queue, d = tensors["queue"], tensors["query"].shape[1]
     if queue.dim() != 2 or queue.shape[1] != d:
         raise invalid("inputs[queue]", f"shape {checks.shape_text(queue.shape)}; expected (K, {d}), the query's "
                       "embedding size")
-    checks.finite(queue, "queue")
+    checks.finite(queue, "queue", nan=True)
 
 
 SPECS = (

@@ -63,10 +63,10 @@ def gaussian_nll(
 
 def _check_poisson(tensors: Tensors, params: Params) -> None:
     checks.same_shape(tensors, "target", "input")
-    checks.non_negative(tensors["target"], "target")
+    checks.non_negative(tensors["target"], "target", nan=True)
     if not params["log_input"]:
         x = tensors["input"]
-        checks.non_negative(x, "input")
+        checks.non_negative(x, "input", nan=True)
 
 
 def _gaussian_var_fits(x: torch.Size, v: torch.Size) -> bool:
@@ -83,7 +83,7 @@ def _check_gaussian(tensors: Tensors, params: Params) -> None:
         raise invalid("inputs[var]", f"shape {checks.shape_text(var.shape)} does not fit input "
                       f"{checks.shape_text(x.shape)}; expected input's shape, input's shape without the last "
                       "dimension, or input's shape with a single dimension of size 1")
-    checks.finite(var, "var")
+    checks.finite(var, "var", nan=True)
     if var.numel() and bool((var <= 0).any()):
         flat = (var <= 0).reshape(-1).nonzero()[0].item()
         raise invalid("inputs[var]", f"value {var.reshape(-1)[flat].item():g} at flat index {flat} is not "

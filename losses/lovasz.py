@@ -90,7 +90,7 @@ def _check_binary_masks(tensors: Tensors, params: Params) -> None:
     if tuple(t.shape) != expected:
         raise invalid("inputs[target]", f"shape {checks.shape_text(t.shape)} does not fit input "
                       f"{checks.shape_text(x.shape)}; expected {checks.shape_text(expected)}")
-    bad = ~((t == 0) | (t == 1))
+    bad = ~((t == 0) | (t == 1) | (torch.isnan(t) if t.is_floating_point() else False))
     if t.numel() and bool(bad.any()):
         flat = bad.reshape(-1).nonzero()[0].item()
         raise invalid("inputs[target]", f"value {t.reshape(-1)[flat].item():g} at flat index {flat} is not 0 or 1")

@@ -92,11 +92,12 @@ def _signs(target: torch.Tensor, allow_01: bool) -> None:
     """Labels must be -1/+1 (or, with ``allow_01``, all of them 0/1)."""
     if not target.numel():
         return
-    pm1 = (target == 1) | (target == -1)
+    nan = torch.isnan(target) if target.is_floating_point() else torch.zeros_like(target, dtype=torch.bool)
+    pm1 = (target == 1) | (target == -1) | nan  # NaN flows through, as in torch
     if bool(pm1.all()):
         return
     if allow_01:
-        if bool(((target == 0) | (target == 1)).all()):
+        if bool(((target == 0) | (target == 1) | nan).all()):
             return
         flat = (~pm1).reshape(-1).nonzero()[0].item()
         value = target.reshape(-1)[flat].item()

@@ -139,8 +139,8 @@ def _check_lists(tensors: Tensors, params: Params) -> None:
     checks.same_shape(tensors, "relevance", "scores")
     if tensors.get("mask") is not None:
         checks.same_shape(tensors, "mask", "scores")
-    checks.finite(scores, "scores")
-    checks.non_negative(tensors["relevance"], "relevance")
+    checks.finite(scores, "scores", nan=True)
+    checks.non_negative(tensors["relevance"], "relevance", nan=True)
 
 
 def _check_lambda_rank(tensors: Tensors, params: Params) -> None:

@@ -98,7 +98,7 @@ def _check_pair(tensors: Tensors, params: Params) -> None:
 
 def _check_counts(tensors: Tensors, params: Params) -> None:
     checks.same_shape(tensors, "target", "input")
-    checks.non_negative(tensors["target"], "target")
+    checks.non_negative(tensors["target"], "target", nan=True)
 
 
 def _input_shape(tensors: Tensors, params: Params) -> tuple[int, ...]:

@@ -83,7 +83,7 @@ def sparsemax(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean"
 def _check_signs(tensors: Tensors, params: Params) -> None:
     checks.same_shape(tensors, "target", "input")
     target = tensors["target"]
-    bad = ~((target == 1) | (target == -1))
+    bad = ~((target == 1) | (target == -1) | (torch.isnan(target) if target.is_floating_point() else False))
     if target.numel() and bool(bad.any()):
         flat = bad.reshape(-1).nonzero()[0].item()
         raise invalid("inputs[target]", f"value {target.reshape(-1)[flat].item():g} at flat index {flat} is not -1 "
