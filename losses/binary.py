@@ -253,8 +253,8 @@ SPECS = (
         fn=multilabel_soft_margin,
         roles=(
             Role("input", (Kind.FLOAT,), _MULTILABEL_RULE, "logits, one per class", differentiable=True),
-            Role("target", (Kind.FLOAT,), "same shape as input, values in [0, 1]", "multi-hot labels (soft allowed)",
-                 differentiable=True),
+            Role("target", (Kind.FLOAT, Kind.INDEX), "same shape as input, values in [0, 1]",
+                 "multi-hot labels (soft allowed; integer 0/1 too, as torch takes them)", differentiable=True),
             Role("weight", (Kind.FLOAT,), "(C,), >= 0", "per-class rescaling weight", required=False),
         ),
         check=_check_multilabel_soft_margin,

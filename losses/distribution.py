@@ -31,16 +31,8 @@ def kl_div(
 
 
 def _check_kl(tensors: Tensors, params: Params) -> None:
+    # Any target is taken, as torch takes it: P_i (log P_i - input_i) for P > 1 too, NaN for P < 0 (or NaN).
     checks.same_shape(tensors, "target", "input")
-    target = tensors["target"]
-    if params["log_target"]:
-        checks.finite(target, "target", nan=True)
-        if target.numel() and bool((target > 0).any()):
-            flat = (target > 0).reshape(-1).nonzero()[0].item()
-            raise invalid("inputs[target]", f"value {target.reshape(-1)[flat].item():g} at flat index {flat} is "
-                          "positive; with log_target the target holds log-probabilities (<= 0)")
-    else:
-        checks.in_range(target, "target", 0.0, 1.0)
 
 
 def _input_shape(tensors: Tensors, params: Params) -> tuple[int, ...]:
@@ -114,7 +106,7 @@ SPECS = (
         roles=(
             Role("input", (Kind.FLOAT,), "any shape (*)", "log-probabilities log Q (e.g. log_softmax output)",
                  differentiable=True),
-            Role("target", (Kind.FLOAT,), "same shape as input; in [0, 1], or <= 0 with log_target",
+            Role("target", (Kind.FLOAT,), "same shape as input (P, usually in [0, 1]; log P with log_target)",
                  "probabilities P, or log-probabilities log P when log_target", differentiable=True),
         ),
         check=_check_kl,
@@ -127,7 +119,9 @@ SPECS = (
         default_reduction="mean",
         notes="input is log Q, as in torch (Keras' kl_divergence takes probabilities for both). Default reduction "
         "is torch's 'mean' (sum / numel); 'batchmean' (sum / N) is the true KL and what the tutorial uses. The "
-        "tutorial's manual kl_divergence sums over the batch (N times batchmean) and clamps P to eps.",
+        "tutorial's manual kl_divergence sums over the batch (N times batchmean) and clamps P to eps. The target is "
+        "not range-checked, as torch does not check it: outside [0, 1] the formula is computed as it stands (NaN "
+        "where P < 0), so torch's own KLDivLoss samples give torch's answers.",
         category="distribution",
     ),
     LossSpec(
