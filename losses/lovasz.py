@@ -77,7 +77,8 @@ def generalized_dice(input: torch.Tensor, target: torch.Tensor, reduction: str =
     w = torch.reciprocal(ground * ground)
     infinite = torch.isinf(w)
     w = w.masked_fill(infinite, 0.0)
-    w = w + infinite * w.max() if w.numel() else w
+    if w.numel():  # the largest finite weight: a NaN in one image's target stays in that image
+        w = w + infinite * w.masked_fill(torch.isnan(w), 0.0).max()
     numerator = 2.0 * (intersection * w).sum(dim=1)
     return _reduce(1.0 - (numerator + smooth) / ((denominator * w).sum(dim=1) + smooth), reduction)
 

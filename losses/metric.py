@@ -41,11 +41,13 @@ def _masked_lse_plus_one(values: torch.Tensor, keep: torch.Tensor, dim: int = 1)
     return torch.logsumexp(torch.cat([masked, zero], dim=dim), dim=dim)
 
 
-def _avg_non_zero(losses: torch.Tensor) -> torch.Tensor:
-    """pml's AvgNonZeroReducer: the mean over the entries above 0 (0 when none is)."""
+def _avg_non_zero(losses: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    """pml's AvgNonZeroReducer: the mean over the entries above 0 (NaN is not above 0, so left out); when none is,
+    sum(embeddings * 0), which is 0, or NaN when an embedding holds one."""
     positive = losses > 0
     count = positive.sum()
-    return torch.where(count > 0, (losses * positive).sum() / count.clamp_min(1), losses.sum() * 0)
+    total = torch.where(positive, losses, torch.zeros_like(losses)).sum()
+    return torch.where(count > 0, total / count.clamp_min(1), (embeddings * 0).sum())
 
 
 def contrastive(embeddings: torch.Tensor, labels: torch.Tensor, reduction: str = "mean", pos_margin: float = 0.0,
@@ -79,7 +81,7 @@ def batch_triplet(embeddings: torch.Tensor, labels: torch.Tensor, reduction: str
     neg = labels[:, None] != labels[None, :]
     triplets = pos[:, :, None] & neg[:, None, :]
     losses = torch.relu(d[:, :, None] - d[:, None, :] + margin)
-    return _avg_non_zero(losses[triplets])
+    return _avg_non_zero(losses[triplets], embeddings)
 
 
 def multi_similarity(embeddings: torch.Tensor, labels: torch.Tensor, reduction: str = "mean", alpha: float = 2.0,
@@ -112,7 +114,7 @@ def supcon(embeddings: torch.Tensor, labels: torch.Tensor, reduction: str = "mea
     others = ~torch.eye(labels.shape[0], dtype=torch.bool, device=labels.device)
     log_prob = logits - torch.logsumexp(logits.masked_fill(~others, float("-inf")), dim=1, keepdim=True)
     per_anchor = -(log_prob * pos).sum(dim=1) / (pos.sum(dim=1) + _SMALL)
-    return _avg_non_zero(per_anchor)
+    return _avg_non_zero(per_anchor, embeddings)
 
 
 def _first_two(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

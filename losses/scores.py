@@ -63,7 +63,9 @@ def _sparsemax(z: torch.Tensor) -> torch.Tensor:
     ranks = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype, device=z.device)
     cumulative = ordered.cumsum(dim=-1)
     support = (1 + ranks * ordered > cumulative).to(z.dtype)
-    k = support.sum(dim=-1, keepdim=True)  # the support's size: the condition holds for ranks 1..k
+    # The support's size: the condition holds for ranks 1..k (k >= 1 for finite scores; NaN ones hold it nowhere,
+    # and the rank-1 gather below must still be in range: the answer is NaN then, as it should be).
+    k = support.sum(dim=-1, keepdim=True).clamp_min(1)
     tau = (cumulative.gather(-1, k.long() - 1) - 1) / k
     return torch.clamp_min(z - tau, 0.0)
 

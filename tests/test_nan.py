@@ -67,3 +67,34 @@ def test_a_nan_in_a_data_role_gives_what_torch_gives(name: str, case: Case, role
     ours = evaluate(prepared).loss
     theirs = _torch(name, prepared.tensors, prepared.params, reduction)
     torch.testing.assert_close(ours, theirs.to(ours.dtype), equal_nan=True)
+
+
+def _oracle_cells() -> list[Any]:
+    """The first plain case of every loss torch lacks, and each float data role (weights aside)."""
+    out, seen = [], set()
+    for case in CASES:
+        name = REGISTRY.resolve(case.loss)[0].name
+        if name in TORCH or name in seen or case.params:
+            continue
+        seen.add(name)
+        arrays = case.make(np.random.default_rng(0), np.dtype(np.float64))
+        out += [pytest.param(case, role, id=f"{name}-{role}") for role, a in arrays.items()
+                if a.dtype.kind == "f" and "weight" not in role]
+    return out
+
+
+@pytest.mark.parametrize(("case", "role"), _oracle_cells())
+def test_a_nan_in_a_data_role_gives_what_the_oracle_gives(case: Case, role: str) -> None:
+    """Where torch lacks the loss, its oracle (optax, kornia, monai, pml, numpy) is the reference: NaN where it
+    reaches, the same values elsewhere."""
+    spec, preset = REGISTRY.resolve(case.loss)
+    arrays = {k: np.asarray(v).copy() for k, v in case.make(np.random.default_rng(0), np.dtype(np.float64)).items()}
+    arrays[role].reshape(-1)[0] = np.nan
+    offered = case.reductions or spec.reductions
+    reduction = "none" if "none" in offered else offered[0]
+    prepared = validate(spec, {k: torch.from_numpy(v) for k, v in arrays.items()}, dict(case.params), reduction,
+                        preset=preset)
+    ours = evaluate(prepared).loss.numpy()
+    theirs = np.asarray(case.oracle(arrays, prepared.params, reduction), dtype=np.float64)
+    assert np.shape(ours) == np.shape(theirs)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9, equal_nan=True)

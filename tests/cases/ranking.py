@@ -55,7 +55,7 @@ def _pairwise_hinge(a: Arrays, p: Any, r: str) -> Any:
     lists, unbatched = _per_query(a)
     out = []
     for s, rel in lists:
-        terms = [max(0.0, p["margin"] - (s[i] - s[j]))
+        terms = [np.maximum(0.0, p["margin"] - (s[i] - s[j]))  # (np.maximum propagates NaN, max() drops it)
                  for i in range(len(s)) for j in range(len(s)) if rel[i] > rel[j]]
         out.append(float(np.mean(terms)) if terms else 0.0)
     return _finish(out, unbatched, r)
