@@ -16,6 +16,7 @@ from collections.abc import Hashable, Sequence
 import torch
 
 from lossd.losses.engine import Result, evaluate, to_device, to_host
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.validate import Prepared
 
 _BATCHED_ROLES = frozenset({"input", "target"})
@@ -47,7 +48,7 @@ def evaluate_batch(batch: Sequence[Prepared], device: torch.device) -> list[Resu
     with torch.set_grad_enabled(bool(wrt)):
         unreduced = spec.fn(**work, **first.params, reduction="none")
     pieces = unreduced.detach().split(sizes)
-    losses = [_reduce(piece, p.reduction) for piece, p in zip(pieces, batch, strict=True)]
+    losses = [reduce_loss(piece, p.reduction) for piece, p in zip(pieces, batch, strict=True)]
     grads: list[dict[str, torch.Tensor]] = [{} for _ in batch]
     if wrt:
         upstream = torch.cat([_seed(piece, p, device) for piece, p in zip(pieces, batch, strict=True)])
@@ -57,12 +58,6 @@ def evaluate_batch(batch: Sequence[Prepared], device: torch.device) -> list[Resu
             for out, part, p in zip(grads, g.split(sizes), batch, strict=True):
                 out[role] = to_host(part, p.tensors[role].dtype)
     return [Result(to_host(loss, p.output_dtype), g) for loss, g, p in zip(losses, grads, batch, strict=True)]
-
-
-def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return values.mean()
-    return values.sum() if reduction == "sum" else values
 
 
 def _seed(piece: torch.Tensor, prepared: Prepared, device: torch.device) -> torch.Tensor:

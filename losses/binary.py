@@ -14,17 +14,10 @@ import torch.nn.functional as F
 from lossd.losses import checks
 from lossd.losses.errors import invalid
 from lossd.losses.hessian import zero_hessian
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _MULTILABEL_RULE = "(N, C) or unbatched (C,)"
-
-
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
 
 
 # ---------------------------------------------------------------------------------------------- functions
@@ -84,7 +77,7 @@ def focal(
     loss = ce if gamma == 0 else one_minus_pt**gamma * ce
     if alpha is not None:
         loss = (alpha * target + (1.0 - alpha) * (1.0 - target)) * loss
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 def multilabel_soft_margin(

@@ -10,17 +10,10 @@ import torch
 
 from lossd.losses import checks
 from lossd.losses.errors import FieldViolation, InvalidRequestError, invalid
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.registry import Registry
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 from lossd.losses.validate import validate
-
-
-def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "sum":
-        return values.sum()
-    if reduction == "mean":
-        return values.mean()
-    return values
 
 
 def uncertainty_weighting(
@@ -50,7 +43,7 @@ def uncertainty_weighting(
             classification = torch.tensor([t == "classification" for t in task_types], device=losses.device)
             scale = torch.where(classification, torch.ones_like(scale), scale)
         terms = scale * precision * losses + 0.5 * log_vars
-    return _reduce(terms, reduction)
+    return reduce_loss(terms, reduction)
 
 
 def _check_uncertainty(tensors: Tensors, params: Params) -> None:

@@ -11,15 +11,8 @@ import torch.nn.functional as F
 from lossd.losses import checks
 from lossd.losses.errors import invalid
 from lossd.losses.hessian import zero_hessian
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
-
-
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
 
 
 def _jaccard_weights(truth_sorted: torch.Tensor) -> torch.Tensor:
@@ -42,7 +35,7 @@ def lovasz_hinge(input: torch.Tensor, target: torch.Tensor, reduction: str = "me
     truth = target.reshape(target.shape[0], -1).to(logits.dtype)
     errors = 1.0 - logits * (2.0 * truth - 1.0)
     errors_sorted, order = errors.sort(dim=1, descending=True)
-    return _reduce((errors_sorted.relu() * _jaccard_weights(truth.gather(1, order))).sum(dim=1), reduction)
+    return reduce_loss((errors_sorted.relu() * _jaccard_weights(truth.gather(1, order))).sum(dim=1), reduction)
 
 
 def lovasz_softmax(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -56,7 +49,7 @@ def lovasz_softmax(input: torch.Tensor, target: torch.Tensor, reduction: str = "
     truth = F.one_hot(target.reshape(n, -1).long(), c).permute(0, 2, 1).to(probs.dtype)
     errors_sorted, order = (truth - probs).abs().sort(dim=2, descending=True)
     per_class = (errors_sorted * _jaccard_weights(truth.gather(2, order))).sum(dim=2)
-    return _reduce(per_class.mean(dim=1), reduction)
+    return reduce_loss(per_class.mean(dim=1), reduction)
 
 
 def generalized_dice(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean",
@@ -80,7 +73,7 @@ def generalized_dice(input: torch.Tensor, target: torch.Tensor, reduction: str =
     if w.numel():  # the largest finite weight: a NaN in one image's target stays in that image
         w = w + infinite * w.masked_fill(torch.isnan(w), 0.0).max()
     numerator = 2.0 * (intersection * w).sum(dim=1)
-    return _reduce(1.0 - (numerator + smooth) / ((denominator * w).sum(dim=1) + smooth), reduction)
+    return reduce_loss(1.0 - (numerator + smooth) / ((denominator * w).sum(dim=1) + smooth), reduction)
 
 
 def _check_binary_masks(tensors: Tensors, params: Params) -> None:

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from lossd.losses import checks
-from lossd.losses.binary import _input_shape, _reduce
+from lossd.losses.binary import _input_shape
 from lossd.losses.errors import invalid
 from lossd.losses.hessian import zero_hessian
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 
@@ -38,7 +39,7 @@ def hinge(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", ma
     0.325
     """
     y = _as_signs(target)
-    return _reduce(torch.clamp(margin - y * input, min=0.0), reduction)
+    return reduce_loss(torch.clamp(margin - y * input, min=0.0), reduction)
 
 
 def squared_hinge(
@@ -55,7 +56,7 @@ def squared_hinge(
     0.1925
     """
     y = _as_signs(target)
-    return _reduce(torch.clamp(margin - y * input, min=0.0) ** 2, reduction)
+    return reduce_loss(torch.clamp(margin - y * input, min=0.0) ** 2, reduction)
 
 
 def exponential(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -69,7 +70,7 @@ def exponential(input: torch.Tensor, target: torch.Tensor, reduction: str = "mea
     >>> float(exponential(torch.tensor([0.0, 0.0]), torch.tensor([1.0, -1.0])))
     1.0
     """
-    return _reduce(torch.exp(-target * input), reduction)
+    return reduce_loss(torch.exp(-target * input), reduction)
 
 
 def soft_margin(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

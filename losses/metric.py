@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from lossd.losses import checks
 from lossd.losses.contrastive import _check_labelled, _matrix, _positive_pairs
 from lossd.losses.errors import invalid
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _SMALL = 1e-16  # pml's small_val in divisions
@@ -146,14 +147,6 @@ def _class_cosines(embeddings: torch.Tensor, weights: torch.Tensor) -> torch.Ten
     return F.normalize(embeddings, dim=1) @ F.normalize(weights, dim=1).T
 
 
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
-
-
 def arcface(embeddings: torch.Tensor, class_weights: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
             margin: float = 0.5, scale: float = 64.0) -> torch.Tensor:
     """ArcFace (Deng et al., 2019): softmax cross-entropy over scale * cos, the true class's angle widened by
@@ -167,7 +160,7 @@ def arcface(embeddings: torch.Tensor, class_weights: torch.Tensor, labels: torch
     theta = torch.acos(true)
     widened = torch.where(theta > math.pi - margin, true - margin * math.sin(margin), torch.cos(theta + margin))
     logits = scale * cos.scatter(1, labels.long()[:, None], widened)
-    return _reduce(F.cross_entropy(logits, labels.long(), reduction="none"), reduction)
+    return reduce_loss(F.cross_entropy(logits, labels.long(), reduction="none"), reduction)
 
 
 def cosface(embeddings: torch.Tensor, class_weights: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
@@ -180,7 +173,7 @@ def cosface(embeddings: torch.Tensor, class_weights: torch.Tensor, labels: torch
     cos = _class_cosines(embeddings, class_weights)
     index = labels.long()[:, None]
     logits = scale * cos.scatter(1, index, cos.gather(1, index) - margin)
-    return _reduce(F.cross_entropy(logits, labels.long(), reduction="none"), reduction)
+    return reduce_loss(F.cross_entropy(logits, labels.long(), reduction="none"), reduction)
 
 
 def proxy_anchor(embeddings: torch.Tensor, proxies: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",

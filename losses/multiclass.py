@@ -13,17 +13,10 @@ import torch.nn.functional as F
 from lossd.losses import checks
 from lossd.losses.errors import invalid
 from lossd.losses.hessian import multi_margin_hessian
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _ND_RULE = "(N, C), (N, C, d1, ..., dk) or unbatched (C,)"
-
-
-def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return losses.mean()
-    if reduction == "sum":
-        return losses.sum()
-    return losses
 
 
 def _num_classes(x: torch.Tensor) -> int:
@@ -113,7 +106,7 @@ def multi_margin(
     Shapes: input (N, C) or (C,); target (N,) or () of indices; weight (C,); output () or (N,) with "none".
     """
     losses = F.multi_margin_loss(input, target, p=p, margin=margin, weight=weight, reduction="none")
-    return _reduce(losses, reduction)
+    return reduce_loss(losses, reduction)
 
 
 def _check_multi_margin(tensors: Tensors, params: Params) -> None:

@@ -13,17 +13,10 @@ import torch.nn.functional as F
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _MAP_RULE = "(N, C, d1, ..., dk), k >= 1"
-
-
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
 
 
 def _counts(input: torch.Tensor, target: torch.Tensor, activation: str
@@ -57,7 +50,7 @@ def tversky(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", 
     alpha = beta = 0.5 is the Dice loss. Shapes: input (N, C, d1..dk); target same shape, or (N, d1..dk) class
     indices with activation softmax; output () or (N, C) with reduction "none".
     """
-    return _reduce(1 - _tversky_index(input, target, alpha, beta, smooth, activation), reduction)
+    return reduce_loss(1 - _tversky_index(input, target, alpha, beta, smooth, activation), reduction)
 
 
 def focal_tversky(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", alpha: float = 0.5,
@@ -68,7 +61,7 @@ def focal_tversky(input: torch.Tensor, target: torch.Tensor, reduction: str = "m
 
     Shapes: as :func:`tversky`.
     """
-    return _reduce((1 - _tversky_index(input, target, alpha, beta, smooth, activation)).pow(gamma), reduction)
+    return reduce_loss((1 - _tversky_index(input, target, alpha, beta, smooth, activation)).pow(gamma), reduction)
 
 
 def jaccard(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", smooth: float = 1e-5,
@@ -78,7 +71,7 @@ def jaccard(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean", 
     Shapes: as :func:`tversky`.
     """
     i, fp, fn = _counts(input, target, activation)
-    return _reduce(1 - (i + smooth) / (i + fp + fn + smooth), reduction)
+    return reduce_loss(1 - (i + smooth) / (i + fp + fn + smooth), reduction)
 
 
 def _check(tensors: Tensors, params: Params) -> None:

@@ -12,7 +12,8 @@ import torch
 from lossd.losses import checks
 from lossd.losses.errors import invalid
 from lossd.losses.hessian import zero_hessian
-from lossd.losses.regression import _INPUT, _TARGET, _check_pair, _input_shape, _reduce
+from lossd.losses.reduction import reduce_loss
+from lossd.losses.regression import _INPUT, _TARGET, _check_pair, _input_shape
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 
@@ -29,7 +30,7 @@ def quantile(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean",
     0.5
     """
     e = target - input
-    return _reduce(torch.where(e > 0, quantile * e, (quantile - 1.0) * e), reduction)
+    return reduce_loss(torch.where(e > 0, quantile * e, (quantile - 1.0) * e), reduction)
 
 
 def multi_quantile(
@@ -53,7 +54,7 @@ def multi_quantile(
         target = target.squeeze(1)
     q = torch.tensor(list(quantiles), dtype=input.dtype, device=input.device)
     e = target.unsqueeze(1) - input
-    return _reduce(torch.where(e > 0, q * e, (q - 1.0) * e), reduction)
+    return reduce_loss(torch.where(e > 0, q * e, (q - 1.0) * e), reduction)
 
 
 def _check_multi_quantile(tensors: Tensors, params: Params) -> None:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from lossd.losses import checks
 from lossd.losses.hessian import mse_hessian, zero_hessian
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _INPUT = Role("input", (Kind.FLOAT,), "any shape (*)", "prediction", differentiable=True)
@@ -137,14 +138,6 @@ def smooth_l1(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean"
     return F.smooth_l1_loss(input, target, reduction=reduction, beta=beta)
 
 
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
-
-
 def log_cosh(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Log-cosh loss ``l_i = log(cosh(e_i))``, ``e_i = input_i - target_i``, in the overflow-free form::
 
@@ -157,7 +150,7 @@ def log_cosh(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean")
     True
     """
     e = input - target
-    return _reduce(e + F.softplus(-2.0 * e) - math.log(2.0), reduction)
+    return reduce_loss(e + F.softplus(-2.0 * e) - math.log(2.0), reduction)
 
 
 SPECS = (

@@ -11,6 +11,7 @@ import torch
 
 from lossd.losses import checks
 from lossd.losses.hessian import zero_hessian
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Params, Role, Tensors
 
 # Keras clips with its backend epsilon: log1p(0) for a zero prediction, and no division by a zero target.
@@ -19,14 +20,6 @@ _INPUT = Role("input", (Kind.FLOAT,), "any shape (*)", "prediction", differentia
 _TARGET = Role("target", (Kind.FLOAT,), "same shape as input", "ground truth", differentiable=True)
 _FIXED_TARGET = Role("target", (Kind.FLOAT,), "same shape as input", "ground truth")
 _COUNTS = Role("target", (Kind.FLOAT,), "same shape as input, values >= 0", "ground truth, non-negative")
-
-
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
 
 
 def msle(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -40,7 +33,7 @@ def msle(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> 
     >>> round(float(msle(torch.tensor([1.0]), torch.tensor([0.0]))), 6)
     0.480453
     """
-    return _reduce((torch.log1p(input.clamp_min(_EPS)) - torch.log1p(target.clamp_min(_EPS))).square(), reduction)
+    return reduce_loss((torch.log1p(input.clamp_min(_EPS)) - torch.log1p(target.clamp_min(_EPS))).square(), reduction)
 
 
 def mape(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -53,7 +46,7 @@ def mape(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> 
     >>> float(mape(torch.tensor([1.5, 2.0]), torch.tensor([1.0, 4.0])))
     50.0
     """
-    return _reduce(100.0 * (target - input).abs() / target.abs().clamp_min(_EPS), reduction)
+    return reduce_loss(100.0 * (target - input).abs() / target.abs().clamp_min(_EPS), reduction)
 
 
 def charbonnier(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -62,7 +55,7 @@ def charbonnier(input: torch.Tensor, target: torch.Tensor, reduction: str = "mea
     Shapes: input (*), target same as input; output () or (*) with reduction "none".
     """
     d = input - target
-    return _reduce(torch.sqrt(d * d + 1.0) - 1.0, reduction)
+    return reduce_loss(torch.sqrt(d * d + 1.0) - 1.0, reduction)
 
 
 def cauchy(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -71,7 +64,7 @@ def cauchy(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -
     Shapes: input (*), target same as input; output () or (*) with reduction "none".
     """
     d = input - target
-    return _reduce(torch.log1p(0.5 * d * d), reduction)
+    return reduce_loss(torch.log1p(0.5 * d * d), reduction)
 
 
 def geman_mcclure(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -80,7 +73,7 @@ def geman_mcclure(input: torch.Tensor, target: torch.Tensor, reduction: str = "m
     Shapes: input (*), target same as input; output () or (*) with reduction "none".
     """
     d2 = (input - target).square()
-    return _reduce(2.0 * d2 / (d2 + 4.0), reduction)
+    return reduce_loss(2.0 * d2 / (d2 + 4.0), reduction)
 
 
 def welsch(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -89,7 +82,7 @@ def welsch(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -
     Shapes: input (*), target same as input; output () or (*) with reduction "none".
     """
     d = input - target
-    return _reduce(1.0 - torch.exp(-0.5 * d * d), reduction)
+    return reduce_loss(1.0 - torch.exp(-0.5 * d * d), reduction)
 
 
 def _check_pair(tensors: Tensors, params: Params) -> None:

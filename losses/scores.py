@@ -12,6 +12,7 @@ import torch
 from lossd.losses import checks
 from lossd.losses.errors import invalid
 from lossd.losses.hessian import zero_hessian
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Params, Role, Tensors
 
 _RULE = "(N, C) or unbatched (C,)"
@@ -19,20 +20,12 @@ _ZERO_NOTE = (" Hessian diagonal: zero almost everywhere (the loss is piecewise 
               "use a constant Hessian instead.")
 
 
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
-
-
 def perceptron(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Binary perceptron loss on scores x and labels y in {-1, +1}: ``l_i = max(0, -y_i * x_i)``.
 
     Shapes: input (*), target same as input; output () or (*) with reduction "none".
     """
-    return _reduce(torch.clamp_min(-target * input, 0.0), reduction)
+    return reduce_loss(torch.clamp_min(-target * input, 0.0), reduction)
 
 
 def _true_scores(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -44,7 +37,7 @@ def multiclass_perceptron(input: torch.Tensor, target: torch.Tensor, reduction: 
 
     Shapes: input (N, C) or (C,); target (N,) or () class indices; output () or (N,) with reduction "none".
     """
-    return _reduce(input.amax(dim=-1) - _true_scores(input, target), reduction)
+    return reduce_loss(input.amax(dim=-1) - _true_scores(input, target), reduction)
 
 
 def crammer_singer_hinge(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -54,7 +47,7 @@ def crammer_singer_hinge(input: torch.Tensor, target: torch.Tensor, reduction: s
     """
     true = _true_scores(input, target)
     others = input.scatter(-1, target.long().unsqueeze(-1), float("-inf"))  # the true class out of the max
-    return _reduce(torch.clamp_min(1.0 + others.amax(dim=-1) - true, 0.0), reduction)
+    return reduce_loss(torch.clamp_min(1.0 + others.amax(dim=-1) - true, 0.0), reduction)
 
 
 def _sparsemax(z: torch.Tensor) -> torch.Tensor:
@@ -79,7 +72,7 @@ def sparsemax(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean"
     """
     onehot = torch.zeros_like(input).scatter_(-1, target.long().unsqueeze(-1), 1.0)
     p = _sparsemax(input)
-    return _reduce(0.5 * ((onehot - input).square().sum(dim=-1) - (p - input).square().sum(dim=-1)), reduction)
+    return reduce_loss(0.5 * ((onehot - input).square().sum(dim=-1) - (p - input).square().sum(dim=-1)), reduction)
 
 
 def _check_signs(tensors: Tensors, params: Params) -> None:

@@ -11,18 +11,11 @@ import torch
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Params, Role, Tensors
 
 # Keras' l2_normalize: x / sqrt(max(sum(x^2), 1e-12)), so that a zero vector gives 0, not NaN.
 _NORM_EPS = 1e-12
-
-
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
 
 
 def js_div(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -37,7 +30,7 @@ def js_div(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -
     # xlogy(p, p) - xlogy(p, m) is p log(p/m), 0 where p = 0 (and its gradient stays finite there).
     kl_p = torch.xlogy(input, input) - torch.xlogy(input, m)
     kl_q = torch.xlogy(target, target) - torch.xlogy(target, m)
-    return _reduce(0.5 * (kl_p + kl_q).sum(dim=-1), reduction)
+    return reduce_loss(0.5 * (kl_p + kl_q).sum(dim=-1), reduction)
 
 
 def _cosine(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -53,7 +46,7 @@ def cosine_similarity(x1: torch.Tensor, x2: torch.Tensor, reduction: str = "mean
 
     Shapes: x1 (..., D), x2 same as x1; output () or x1's shape without its last dimension with "none".
     """
-    return _reduce(-_cosine(x1, x2), reduction)
+    return reduce_loss(-_cosine(x1, x2), reduction)
 
 
 def cosine_distance(x1: torch.Tensor, x2: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -61,7 +54,7 @@ def cosine_distance(x1: torch.Tensor, x2: torch.Tensor, reduction: str = "mean")
 
     Shapes: x1 (..., D), x2 same as x1; output () or x1's shape without its last dimension with "none".
     """
-    return _reduce(1.0 - _cosine(x1, x2), reduction)
+    return reduce_loss(1.0 - _cosine(x1, x2), reduction)
 
 
 def _check_js(tensors: Tensors, params: Params) -> None:

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
-from lossd.losses.multiclass import _check_classes, _check_index_target, _reduce
+from lossd.losses.multiclass import _check_classes, _check_index_target
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _2D_RULE = "(N, C)"
@@ -41,7 +42,7 @@ def label_smoothing_cross_entropy(
     else:
         off, true = smoothing / max(num_classes - 1, 1), 1.0 - smoothing
     losses = -(off * logp.sum(dim=1) + (true - off) * on_true)
-    return _reduce(losses, reduction)
+    return reduce_loss(losses, reduction)
 
 
 def _check_smoothing_ce(tensors: Tensors, params: Params) -> None:
@@ -80,7 +81,7 @@ def adaptive_label_smoothing(
     eps = torch.clamp(base_smoothing * (1.0 - confidence), min=min_smoothing)
     off = eps / (num_classes - 1)
     losses = -(off * (logp.sum(dim=1) - on_true) + (1.0 - eps) * on_true)
-    return _reduce(losses, reduction)
+    return reduce_loss(losses, reduction)
 
 
 def _check_adaptive(tensors: Tensors, params: Params) -> None:

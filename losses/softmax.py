@@ -9,16 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from lossd.losses.errors import invalid
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.scores import _check_multiclass, _rows
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
-
-
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
 
 
 def _log_p_true(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -37,7 +30,7 @@ def categorical_focal(input: torch.Tensor, target: torch.Tensor, reduction: str 
     log_p = _log_p_true(input, target)
     weights = torch.tensor(alpha if alpha is not None else [0.25], dtype=input.dtype, device=input.device)
     a = weights[target.long()] if weights.numel() > 1 else weights[0]
-    return _reduce(-a * (1 - log_p.exp()).pow(gamma) * log_p, reduction)
+    return reduce_loss(-a * (1 - log_p.exp()).pow(gamma) * log_p, reduction)
 
 
 def generalized_cross_entropy(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean",
@@ -47,7 +40,7 @@ def generalized_cross_entropy(input: torch.Tensor, target: torch.Tensor, reducti
 
     Shapes: input (N, C) or (C,) logits; target (N,) or () class indices; output () or (N,) with "none".
     """
-    return _reduce((1 - torch.exp(q * _log_p_true(input, target))) / q, reduction)
+    return reduce_loss((1 - torch.exp(q * _log_p_true(input, target))) / q, reduction)
 
 
 def poly1_cross_entropy(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean",
@@ -57,7 +50,7 @@ def poly1_cross_entropy(input: torch.Tensor, target: torch.Tensor, reduction: st
     Shapes: input (N, C) or (C,) logits; target (N,) or () class indices; output () or (N,) with "none".
     """
     log_p = _log_p_true(input, target)
-    return _reduce(-log_p + epsilon * (1 - log_p.exp()), reduction)
+    return reduce_loss(-log_p + epsilon * (1 - log_p.exp()), reduction)
 
 
 def _check_focal(tensors: Tensors, params: Params) -> None:
