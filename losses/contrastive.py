@@ -13,9 +13,8 @@ import torch.nn.functional as F
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, ShapeFn, Tensors
-
-_REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda t: t}
 
 
 def _masked_logsumexp(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -81,7 +80,7 @@ def nt_xent(
     lse_neg = _masked_logsumexp(sim, labels[:, None] != labels[None, :])
     anchor, positive = pos.nonzero(as_tuple=True)
     s_ap = sim[anchor, positive]
-    return _REDUCE[reduction](torch.logaddexp(s_ap, lse_neg[anchor]) - s_ap)
+    return reduce_loss(torch.logaddexp(s_ap, lse_neg[anchor]) - s_ap, reduction)
 
 
 def _check_labelled(tensors: Tensors, params: Params) -> None:
@@ -131,7 +130,7 @@ def circle(
     valid = pos.any(dim=1) & neg.any(dim=1)
     total = torch.where(valid, lse_p + lse_n, torch.zeros_like(lse_p))
     losses = torch.where(valid, F.softplus(total), torch.zeros_like(lse_p))
-    return _REDUCE[reduction](losses)
+    return reduce_loss(losses, reduction)
 
 
 _EMBEDDINGS = Role("embeddings", (Kind.FLOAT,), "(M, D)", "embeddings (normalised inside)", differentiable=True)

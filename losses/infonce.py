@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from lossd.losses import checks
-from lossd.losses.contrastive import _REDUCE, _masked_logsumexp, _matrix, _rows, _temperature
+from lossd.losses.contrastive import _masked_logsumexp, _matrix, _rows, _temperature
 from lossd.losses.errors import invalid
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 
@@ -61,7 +62,7 @@ def info_nce(
     lse_all = _masked_logsumexp(sim, ~eye)
     if denominator == "seed":
         lse_all = torch.logaddexp(lse_pos, lse_all)
-    return _REDUCE[reduction](lse_all - lse_pos)
+    return reduce_loss(lse_all - lse_pos, reduction)
 
 
 def _check_info_nce(tensors: Tensors, params: Params) -> None:
@@ -96,7 +97,7 @@ def moco_info_nce(
     if normalize:
         query, key, queue = (F.normalize(t, dim=1) for t in (query, key, queue))
     logits = torch.cat([(query * key).sum(dim=1, keepdim=True), query @ queue.T], dim=1) / temperature
-    return _REDUCE[reduction](torch.logsumexp(logits, dim=1) - logits[:, 0])
+    return reduce_loss(torch.logsumexp(logits, dim=1) - logits[:, 0], reduction)
 
 
 def _check_moco(tensors: Tensors, params: Params) -> None:

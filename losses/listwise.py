@@ -70,51 +70,25 @@ def listmle(scores: torch.Tensor, relevance: torch.Tensor, mask: torch.Tensor | 
     return _finish(terms.sum(dim=1), unbatched, reduction)
 
 
+def _list_loss(name: str, fn: object, summary: str, formula: str, alias: str, notes: str,
+               params: tuple[Param, ...] = ()) -> LossSpec:
+    return LossSpec(name=name, hessian="rows", summary=summary, formula=formula, fn=fn,  # type: ignore[arg-type]
+                    roles=_roles(), check=_check_lists, unreduced_shape=_queries_shape, params=params,
+                    aliases=(alias,), default_wrt=("scores",), notes=notes, category="ranking")
+
+
 SPECS = (
-    LossSpec(
-        name="ranknet",
-        hessian="rows",
-        summary="RankNet: the pairwise logistic loss over pairs rel_i > rel_j, averaged per query.",
-        formula="l_q = mean_{rel_i > rel_j} log(1 + exp(-sigma*(s_i - s_j))) (0 without pairs); mean over queries",
-        fn=ranknet,
-        roles=_roles(),
-        check=_check_lists,
-        unreduced_shape=_queries_shape,
-        params=(Param("sigma", ParamType.FLOAT, 1.0, "steepness of the pairwise logistic", minimum=0.0,
-                      exclusive_minimum=True),),
-        aliases=("RankNet",),
-        default_wrt=("scores",),
-        notes="Ties (equal relevance) form no pair. Per query a mean over its pairs, then a mean over queries, as "
-        "pairwise_hinge.",
-        category="ranking",
-    ),
-    LossSpec(
-        name="listnet",
-        hessian="rows",
-        summary="ListNet (top-1): cross-entropy between the softmax of the relevance and of the scores, per query.",
-        formula="l_q = -sum_i softmax(rel_q)_i * log softmax(s_q)_i",
-        fn=listnet,
-        roles=_roles(),
-        check=_check_lists,
-        unreduced_shape=_queries_shape,
-        aliases=("ListNet",),
-        default_wrt=("scores",),
-        notes="The relevance is turned into a distribution by a softmax (the paper's top-1 probabilities); optax's "
-        "ranking_softmax_loss takes the labels as given instead (give it softmax(rel) to compare).",
-        category="ranking",
-    ),
-    LossSpec(
-        name="listmle",
-        hessian="rows",
-        summary="ListMLE: the Plackett-Luce negative log-likelihood of the relevance order, per query.",
-        formula="l_q = -sum_i (s_pi(i) - log sum_{j >= i} exp(s_pi(j))), pi: items by descending relevance",
-        fn=listmle,
-        roles=_roles(),
-        check=_check_lists,
-        unreduced_shape=_queries_shape,
-        aliases=("ListMLE",),
-        default_wrt=("scores",),
-        notes="Ties in relevance keep their index order (a stable sort of -relevance).",
-        category="ranking",
-    ),
+    _list_loss("ranknet", ranknet, "RankNet: the pairwise logistic loss over pairs rel_i > rel_j, averaged per query.",
+               "l_q = mean_{rel_i > rel_j} log(1 + exp(-sigma*(s_i - s_j))) (0 without pairs); mean over queries",
+               "RankNet", "Ties (equal relevance) form no pair. Per query a mean over its pairs, then a mean over "
+               "queries, as pairwise_hinge.",
+               (Param("sigma", ParamType.FLOAT, 1.0, "steepness of the pairwise logistic", minimum=0.0,
+                      exclusive_minimum=True),)),
+    _list_loss("listnet", listnet, "ListNet (top-1): cross-entropy between the softmax of the relevance and of the "
+               "scores, per query.", "l_q = -sum_i softmax(rel_q)_i * log softmax(s_q)_i", "ListNet",
+               "The relevance is turned into a distribution by a softmax (the paper's top-1 probabilities); optax's "
+               "ranking_softmax_loss takes the labels as given instead (give it softmax(rel) to compare)."),
+    _list_loss("listmle", listmle, "ListMLE: the Plackett-Luce negative log-likelihood of the relevance order, per "
+               "query.", "l_q = -sum_i (s_pi(i) - log sum_{j >= i} exp(s_pi(j))), pi: items by descending relevance",
+               "ListMLE", "Ties in relevance keep their index order (a stable sort of -relevance)."),
 )

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from lossd.losses import checks
 from lossd.losses.errors import invalid
 from lossd.losses.hessian import zero_hessian
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
-_REDUCE = {"mean": torch.mean, "sum": torch.sum, "none": lambda t: t}
 _EXP2_MAX = 100.0  # 2**100 - 1 is far from float32's overflow at 2**128
 
 
@@ -41,7 +41,7 @@ def _pairs(relevance: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _finish(per_query: torch.Tensor, unbatched: bool, reduction: str) -> torch.Tensor:
     if unbatched:
         per_query = per_query[0]
-    return _REDUCE[reduction](per_query)
+    return reduce_loss(per_query, reduction)
 
 
 # ---------------------------------------------------------------------------------------------------- pairwise_hinge

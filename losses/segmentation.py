@@ -9,17 +9,12 @@ import torch.nn.functional as F
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
+from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _MAP_RULE = "(N, C, d1, ..., dk), k >= 1"
 
 
-def _reduce_nc(losses: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return losses.mean()
-    if reduction == "sum":
-        return losses.sum()
-    return losses
 
 
 def _activate(input: torch.Tensor, activation: str) -> torch.Tensor:
@@ -53,7 +48,7 @@ def dice(
     probabilities). "mean" averages l over (n, c) (the tutorial's), "sum" adds, "none" keeps (N, C).
     Shapes: input (N, C, d1..dk) with k >= 1; target same as input; output () or (N, C) with "none".
     """
-    return _reduce_nc(_dice_per_map(_activate(input, activation), target, smooth), reduction)
+    return reduce_loss(_dice_per_map(_activate(input, activation), target, smooth), reduction)
 
 
 def combo(
@@ -75,7 +70,7 @@ def combo(
     dims = tuple(range(2, input.dim()))
     dice_nc = _dice_per_map(torch.sigmoid(input), target, smooth)
     bce_nc = F.binary_cross_entropy_with_logits(input, target, reduction="none").mean(dim=dims)
-    return _reduce_nc(dice_weight * dice_nc + bce_weight * bce_nc, reduction)
+    return reduce_loss(dice_weight * dice_nc + bce_weight * bce_nc, reduction)
 
 
 def _check_map(tensors: Tensors, params: Params) -> None:
