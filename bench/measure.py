@@ -110,3 +110,13 @@ def throughput(call: Callable[[], object], concurrency: int, count: int, max_sec
     for t in threads:
         t.join()
     return done[0] / (time.perf_counter() - start)
+
+
+def paired_rates(runs: list[Callable[[], float]], rounds: int = 7) -> list[list[float]]:
+    """Each run's rate (it measures itself: calls per second) over ``rounds`` alternating rounds (a, b, c, a,
+    ...); one list per run, for medians and per-round ratios."""
+    results: list[list[float]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for run, out in zip(runs, results, strict=True):
+            out.append(run())
+    return results

@@ -112,9 +112,10 @@ _ECHO_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(512 << 20), "MALLOC_TRIM_THRESHOLD
                 "MALLOC_ARENA_MAX": "1"}
 
 
-def echo_server() -> ServerProcess:
-    """The raw-bytes echo ceiling."""
-    return ServerProcess([sys.executable, "-m", "lossd.bench.echo", "--port", "0"], _ECHO_STARTED, _ECHO_MALLOC)
+def echo_server(sync: bool = False) -> ServerProcess:
+    """The raw-bytes echo ceiling, on grpc.aio or (``sync``) on grpc's thread-pool server."""
+    return ServerProcess([sys.executable, "-m", "lossd.bench.echo", "--port", "0", *(["--sync"] if sync else [])],
+                         _ECHO_STARTED, _ECHO_MALLOC)
 
 
 def http_echo_server() -> ServerProcess:

@@ -7,6 +7,7 @@ never imported by this package itself.
 from lossd.client._async import AsyncLossClient
 from lossd.client._client import LossClient
 from lossd.client._errors import (
+    CancelledError,
     DeadlineExceededError,
     FieldViolation,
     InvalidArgumentError,
@@ -19,6 +20,7 @@ from lossd.client._errors import (
 
 __all__ = [
     "AsyncLossClient",
+    "CancelledError",
     "DeadlineExceededError",
     "FieldViolation",
     "InvalidArgumentError",

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import grpc
 import numpy as np
 
-from lossd.client._errors import from_rpc_error
+from lossd.client._errors import LossError, from_rpc_error
+from lossd.client._pipeline import METHOD as PIPELINE
+from lossd.client._pipeline import Encoder, run_async
 from lossd.client._requests import (
     Call,
     RequestBuilder,
@@ -81,9 +83,33 @@ class AsyncLossClient(RequestBuilder):
                                    for ch in self._channels])
             for kind, method in (("compute", "ComputeStream"), ("gradient", "GradientStream"))
         }
+        self._pipelines = itertools.cycle([
+            ch.stream_stream(PIPELINE, response_deserializer=pb.PipelineResponse.FromString)
+            for ch in self._channels])
         self._timeout = timeout
         self._setup(max_message_mb=max_message_mb, stream_mb=stream_mb, shared_memory=shared_memory,
                     shm_prefix=shm_prefix, token=token, tracing=tracing)
+
+    def pipeline(
+        self,
+        loss: str,
+        requests: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
+        /,
+        *,
+        depth: int = 16,
+        return_errors: bool = False,
+        reduction: str = "",
+        timeout: float | None = None,
+        **params: Any,
+    ) -> AsyncIterator[Value | LossError]:
+        """:meth:`LossClient.pipeline <lossd.client.LossClient.pipeline>` as an async iterator; ``requests``
+        may be an iterable or an async iterable.
+
+        >>> async for value in client.pipeline("mse", requests):  # doctest: +SKIP
+        ...     print(value)
+        """
+        encoder = Encoder(self, loss, reduction, params, timeout, depth, self._max_message_bytes)
+        return run_async(next(self._pipelines), encoder, requests, return_errors, self._metadata)
 
     async def compute(
         self,

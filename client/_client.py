@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import grpc
 import numpy as np
 
-from lossd.client._errors import from_rpc_error
+from lossd.client._errors import LossError, from_rpc_error
+from lossd.client._pipeline import METHOD as PIPELINE
+from lossd.client._pipeline import Encoder, run_sync
 from lossd.client._requests import (
     Call,
     RequestBuilder,
@@ -97,6 +99,9 @@ class LossClient(RequestBuilder):
                                    for ch in self._channels])
             for kind, method in (("compute", "ComputeStream"), ("gradient", "GradientStream"))
         }
+        self._pipelines = itertools.cycle([
+            ch.stream_stream(PIPELINE, response_deserializer=pb.PipelineResponse.FromString)
+            for ch in self._channels])
         self._timeout = timeout
         self._setup(max_message_mb=max_message_mb, stream_mb=stream_mb, shared_memory=shared_memory,
                     shm_prefix=shm_prefix, token=token, tracing=tracing)
@@ -119,6 +124,34 @@ class LossClient(RequestBuilder):
         call = self._compute_call(loss, reduction, inputs, params, arguments)
         parsed = self._send(call, self._computes, "compute", timeout)
         return loss_of(parsed)
+
+    def pipeline(
+        self,
+        loss: str,
+        requests: Iterable[Mapping[str, Any]],
+        /,
+        *,
+        depth: int = 16,
+        return_errors: bool = False,
+        reduction: str = "",
+        timeout: float | None = None,
+        **params: Any,
+    ) -> Iterator[Value | LossError]:
+        """Many Compute calls over one stream: an iterator of results in the order of ``requests``.
+
+        ``requests`` is an iterable of role→array mappings (``{"input": x, "target": y}``), pulled as the
+        window allows: at most ``depth`` are sent before the first result is taken. Each result is what
+        :meth:`compute` would return for that request with ``params`` and ``reduction``. A refused request
+        raises its :class:`LossError` at its position (ending the stream), or, with ``return_errors``, is
+        yielded there as the error object and the rest go on. ``timeout`` (seconds) bounds each request
+        from its arrival at the server; the stream itself has no deadline. Closing the iterator early
+        cancels what is still in flight.
+
+        >>> for value in client.pipeline("mse", ({"input": x, "target": y} for x, y in batches)):  # doctest: +SKIP
+        ...     print(value)
+        """
+        encoder = Encoder(self, loss, reduction, params, timeout, depth, self._max_message_bytes)
+        return run_sync(next(self._pipelines), encoder, requests, return_errors, self._metadata)
 
     def gradient(
         self,

@@ -6,7 +6,8 @@
     ├── ResourceExhaustedError   RESOURCE_EXHAUSTED: over a server limit
     ├── DeadlineExceededError    DEADLINE_EXCEEDED: the call's timeout passed
     ├── UnavailableError         UNAVAILABLE: the server cannot be reached or is shutting down
-    └── UnauthenticatedError     UNAUTHENTICATED: missing or wrong credentials
+    ├── UnauthenticatedError     UNAUTHENTICATED: missing or wrong credentials
+    └── CancelledError           CANCELLED: a pipelined request its caller withdrew
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
@@ -67,7 +68,12 @@ class UnauthenticatedError(LossError):
     """The server wants credentials this call did not carry."""
 
 
+class CancelledError(LossError):
+    """The request was withdrawn before the server computed it (a cancelled pipeline item)."""
+
+
 _BY_CODE: dict[grpc.StatusCode, type[LossError]] = {
+    grpc.StatusCode.CANCELLED: CancelledError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: LossNotFoundError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
@@ -82,14 +88,29 @@ def from_rpc_error(error: grpc.RpcError) -> LossError:
     call: grpc.Call = error  # type: ignore[assignment]  # sync-stub errors are also Call objects
     code = call.code()
     message = call.details() or ""
-    violations: list[FieldViolation] = []
     status = rpc_status.from_call(call)
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                violations.extend(FieldViolation(v.field, v.description) for v in bad.field_violations)
+    violations = _violations(status) if status is not None else ()
     trailing = dict(call.trailing_metadata() or ())
     request_id = trailing.get("x-request-id", "")
-    return _BY_CODE.get(code, LossError)(code, message, tuple(violations), request_id)
+    return _BY_CODE.get(code, LossError)(code, message, violations, request_id)
+
+
+def from_status(encoded: bytes, request_id: str = "") -> LossError:
+    """The :class:`LossError` for a serialized ``google.rpc.Status`` (a refused Pipeline item's ``error``)."""
+    status = status_pb2.Status.FromString(encoded)
+    code = _CODE_BY_VALUE.get(status.code, grpc.StatusCode.UNKNOWN)
+    return _BY_CODE.get(code, LossError)(code, status.message, _violations(status), request_id)
+
+
+def _violations(status: status_pb2.Status) -> tuple[FieldViolation, ...]:
+    """The BadRequest field violations among a status's details."""
+    found: list[FieldViolation] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            found.extend(FieldViolation(v.field, v.description) for v in bad.field_violations)
+    return tuple(found)
+
+
+_CODE_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}

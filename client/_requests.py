@@ -86,6 +86,7 @@ class RequestBuilder:
 
             self._tracer = trace.get_tracer("lossd.client")
         limit = int(max_message_mb * 1024 * 1024)
+        self._max_message_bytes = limit
         self._stream_bytes = int(stream_mb * 1024 * 1024)
         self._chunk_bytes = min(CHUNK_BYTES, limit // 2)  # chunks stay well inside the message limit
         self._shm = SharedArrays(shm_prefix) if shared_memory else None

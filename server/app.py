@@ -202,6 +202,9 @@ def _add_loss_service(servicer: LossServicer, server: grpc.aio.Server) -> None:
         "GradientStream": grpc.stream_stream_rpc_method_handler(
             servicer.GradientStream, request_deserializer=wire.parse_stream_request,
             response_serializer=wire.serialize_stream_part),
+        "Pipeline": grpc.stream_stream_rpc_method_handler(
+            servicer.Pipeline, request_deserializer=pb.PipelineRequest.FromString,
+            response_serializer=pb.PipelineResponse.SerializeToString),
         "ListLosses": grpc.unary_unary_rpc_method_handler(
             servicer.ListLosses, request_deserializer=wire.parse_list_request,
             response_serializer=pb.ListLossesResponse.SerializeToString),

@@ -30,6 +30,7 @@ from lossd.server.errors import ComputeDeadlineError, RpcFailure, ServerBusyErro
 from lossd.server.logs import REQUEST_ID, given_request_id, new_request_id
 from lossd.server.metrics import UNKNOWN_LOSS, ServerMetrics, lossd_version
 from lossd.server.pipeline import Pipeline
+from lossd.server.pipelined import STREAM_METHOD, PipelineCall
 from lossd.server.placement import Placement
 from lossd.server.shm import SharedMemoryAccess
 from lossd.server.streaming import CHUNK_BYTES, receive, reply_parts
@@ -107,6 +108,45 @@ class LossServicer(pb_grpc.LossServiceServicer):
 
     def _gradient_batched(self, parsed: wire.Parsed) -> Awaitable[tuple[wire.Outgoing, int]]:
         return self._pipeline.do_batched(parsed, gradient=True)
+
+    async def Pipeline(self, messages: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+        """Many small requests over one stream (lossd.server.pipelined): the stream is one call in the metrics
+        and the in-flight count; each item is counted as a PipelineItem call."""
+        async with self._accounted(STREAM_METHOD, "all", context):
+            await PipelineCall(self, context).run(messages)
+
+    @property
+    def registry(self) -> Registry:
+        """The losses served."""
+        return self._registry
+
+    @property
+    def metrics(self) -> ServerMetrics:
+        """The server's metrics."""
+        return self._metrics
+
+    @property
+    def executor(self) -> Executor:
+        """The compute threads."""
+        return self._executor
+
+    @property
+    def inline_bytes(self) -> int:
+        """Requests up to this size are computed on the event loop; larger ones on the compute threads."""
+        return self._inline_bytes
+
+    @property
+    def max_reply_bytes(self) -> int:
+        """The largest reply one message may carry."""
+        return self._max_reply_bytes
+
+    def admit(self) -> None:
+        """Refuse new work while draining or past max_in_flight (raises)."""
+        self._admit()
+
+    async def bounded(self, work: Awaitable[Any]) -> Any:
+        """``work``, cut off after the server's max_deadline_seconds."""
+        return await self._bounded(work)
 
     @property
     def pipeline(self) -> Pipeline:

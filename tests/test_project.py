@@ -145,3 +145,13 @@ def test_readme_grpcurl_compute_body_is_valid_json_for_the_contract(stub) -> Non
     request = json_format.Parse(body.group(1), pb.ComputeRequest())
     reply = stub.Compute(request, timeout=10)
     assert list(reply.loss.double_val) == pytest.approx([4 / 3], rel=1e-12)
+
+
+def test_readme_pipeline_example_prints_what_the_readme_says(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The README's pipeline example, pasted into Python, prints the output the README shows."""
+    code = _readme_block("### Many small requests: `pipeline`", "python").replace("localhost:50051", server.address)
+    expected = _readme_block("### Many small requests: `pipeline`", "text")
+    script = tmp_path / "pipeline.py"
+    script.write_text(code)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout == expected

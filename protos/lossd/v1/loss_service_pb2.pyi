@@ -266,6 +266,46 @@ class StreamResponse(_message.Message):
     chunk: TensorChunk
     def __init__(self, compute: _Optional[_Union[ComputeResponse, _Mapping]] = ..., gradient: _Optional[_Union[GradientResponse, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
 
+class PipelineRequest(_message.Message):
+    __slots__ = ("items", "cancel")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[PipelineItem]
+    cancel: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, items: _Optional[_Iterable[_Union[PipelineItem, _Mapping]]] = ..., cancel: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PipelineItem(_message.Message):
+    __slots__ = ("id", "compute", "gradient", "timeout_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    compute: ComputeRequest
+    gradient: GradientRequest
+    timeout_ms: int
+    def __init__(self, id: _Optional[int] = ..., compute: _Optional[_Union[ComputeRequest, _Mapping]] = ..., gradient: _Optional[_Union[GradientRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class PipelineResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[PipelineResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[PipelineResult, _Mapping]]] = ...) -> None: ...
+
+class PipelineResult(_message.Message):
+    __slots__ = ("id", "compute", "gradient", "error", "request_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    compute: ComputeResponse
+    gradient: GradientResponse
+    error: bytes
+    request_id: str
+    def __init__(self, id: _Optional[int] = ..., compute: _Optional[_Union[ComputeResponse, _Mapping]] = ..., gradient: _Optional[_Union[GradientResponse, _Mapping]] = ..., error: _Optional[bytes] = ..., request_id: _Optional[str] = ...) -> None: ...
+
 class ListLossesRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -60,6 +60,11 @@ class LossServiceStub(object):
                 request_serializer=lossd_dot_v1_dot_loss__service__pb2.StreamRequest.SerializeToString,
                 response_deserializer=lossd_dot_v1_dot_loss__service__pb2.StreamResponse.FromString,
                 _registered_method=True)
+        self.Pipeline = channel.stream_stream(
+                '/lossd.v1.LossService/Pipeline',
+                request_serializer=lossd_dot_v1_dot_loss__service__pb2.PipelineRequest.SerializeToString,
+                response_deserializer=lossd_dot_v1_dot_loss__service__pb2.PipelineResponse.FromString,
+                _registered_method=True)
 
 
 class LossServiceServicer(object):
@@ -102,6 +107,16 @@ class LossServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Pipeline(self, request_iterator, context):
+        """Many small Compute and Gradient requests over one call, past the per-call cost of unary calls. Each item
+        carries an id of the caller's choosing and is answered by one result with that id, as items complete
+        (not necessarily in order); a refused item gets its status in its result and the stream goes on. A
+        message may carry several items, and the server may answer several in one message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LossServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +144,11 @@ def add_LossServiceServicer_to_server(servicer, server):
                     servicer.GradientStream,
                     request_deserializer=lossd_dot_v1_dot_loss__service__pb2.StreamRequest.FromString,
                     response_serializer=lossd_dot_v1_dot_loss__service__pb2.StreamResponse.SerializeToString,
+            ),
+            'Pipeline': grpc.stream_stream_rpc_method_handler(
+                    servicer.Pipeline,
+                    request_deserializer=lossd_dot_v1_dot_loss__service__pb2.PipelineRequest.FromString,
+                    response_serializer=lossd_dot_v1_dot_loss__service__pb2.PipelineResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +287,33 @@ class LossService(object):
             '/lossd.v1.LossService/GradientStream',
             lossd_dot_v1_dot_loss__service__pb2.StreamRequest.SerializeToString,
             lossd_dot_v1_dot_loss__service__pb2.StreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pipeline(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/lossd.v1.LossService/Pipeline',
+            lossd_dot_v1_dot_loss__service__pb2.PipelineRequest.SerializeToString,
+            lossd_dot_v1_dot_loss__service__pb2.PipelineResponse.FromString,
             options,
             channel_credentials,
             insecure,
