@@ -89,7 +89,8 @@ def test_reflection_lists_the_services(reflected: dict) -> None:
 
 def test_reflection_describes_the_methods(reflected: dict) -> None:
     """The service's methods are discoverable without the .proto."""
-    assert reflected["methods"] == ["Compute", "ComputeStream", "Gradient", "GradientStream", "ListLosses"]
+    assert reflected["methods"] == ["Compute", "ComputeStream", "Gradient", "GradientStream", "ListLosses",
+                                   "Pipeline"]
 
 
 def test_reflection_alone_is_enough_to_compute_a_loss(reflected: dict) -> None:
