@@ -29,20 +29,11 @@ _HALF = 2
 _END = object()  # the end of the caller's requests, for a coroutine (which must not raise StopIteration)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def frame(item_id: int, payload: bytes, timeout_ms: int) -> bytes:
     """``PipelineRequest.items`` entry for one encoded ComputeRequest (fields 1, 2 and 4 of PipelineItem)."""
-    body = b"".join((b"\x08", _varint(item_id), b"\x12", _varint(len(payload)), payload,
-                     b"\x20" + _varint(timeout_ms) if timeout_ms else b""))
-    return b"".join((b"\x0a", _varint(len(body)), body))
+    body = b"".join((b"\x08", wire._varint(item_id), b"\x12", wire._varint(len(payload)), payload,
+                     b"\x20" + wire._varint(timeout_ms) if timeout_ms else b""))
+    return b"".join((b"\x0a", wire._varint(len(body)), body))
 
 
 def check_depth(depth: int) -> int:
