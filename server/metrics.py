@@ -6,13 +6,15 @@ or "unknown" (a client's raw string never becomes a label), codes are gRPC statu
 
 from __future__ import annotations
 
+import threading
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import grpc
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
+
+from lossd.server.series import CounterCell, CounterFamily, HistogramCell, HistogramFamily
 
 UNKNOWN_LOSS = "unknown"
 
@@ -35,20 +37,24 @@ class ServerMetrics:
     def __init__(self, device: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("lossd_requests", "Calls answered, by method, loss and gRPC status code.",
-                                ["method", "loss", "code"], registry=r)
-        self.duration = Histogram("lossd_request_duration_seconds", "Time from receiving a call to answering it.",
-                                  ["method", "loss"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.elements = Counter("lossd_elements", "Tensor elements received in successful calls.",
-                                ["method", "loss"], registry=r)
+        # The series every call touches: plain numbers under one lock (lossd.server.series), so that a call's
+        # count, latency, elements and bytes change together and cost a few additions.
+        self._calls_lock = threading.Lock()
+        calls = self._calls_lock
+        self.requests = CounterFamily("lossd_requests", "Calls answered, by method, loss and gRPC status code.",
+                                      ["method", "loss", "code"], r, calls)
+        self.duration = HistogramFamily("lossd_request_duration_seconds", "Time from receiving a call to "
+                                        "answering it.", ["method", "loss"], _LATENCY_BUCKETS, r, calls)
+        self.elements = CounterFamily("lossd_elements", "Tensor elements received in successful calls.",
+                                      ["method", "loss"], r, calls)
         self.in_flight = Gauge("lossd_requests_in_flight", "Calls being processed now.", ["method"], registry=r)
-        self.compute = Histogram("lossd_compute_duration_seconds", "Time spent computing (after validation), "
-                                 "by device.", ["device"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.tensor_bytes = Counter("lossd_tensor_bytes", "Bytes of calls: received (in) and of tensors answered "
-                                    "(out).", ["method", "direction"], registry=r)
-        self.queue = Histogram("lossd_queue_duration_seconds", "Time from receiving a call to starting its "
-                               "computation (waiting for a thread or a batch).", ["method"],
-                               buckets=_LATENCY_BUCKETS, registry=r)
+        self.compute = HistogramFamily("lossd_compute_duration_seconds", "Time spent computing (after "
+                                       "validation), by device.", ["device"], _LATENCY_BUCKETS, r)
+        self.tensor_bytes = CounterFamily("lossd_tensor_bytes", "Bytes of calls: received (in) and of tensors "
+                                          "answered (out).", ["method", "direction"], r, calls)
+        self.queue = HistogramFamily("lossd_queue_duration_seconds", "Time from receiving a call to starting its "
+                                     "computation (waiting for a thread or a batch).", ["method"],
+                                     _LATENCY_BUCKETS, r)
         self.device_memory = Gauge("lossd_device_memory_bytes", "CUDA memory held by tensors: in use now, and the "
                                    "peak since start.", ["device", "kind"], registry=r)
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
@@ -62,41 +68,45 @@ class ServerMetrics:
                                 ["version", "torch", "cuda", "device"], registry=r)
         self.build_info.labels(lossd_version(), torch.__version__, torch.version.cuda or "none", device).set(1)
         # Label values are bounded (methods, canonical loss names, codes), so these caches are too.
-        self._children: dict[tuple[str, str, grpc.StatusCode], tuple[Any, ...]] = {}
-        self._compute_children: dict[torch.device, Any] = {}
-        self._queue_children: dict[str, Any] = {}
+        self._children: dict[tuple[str, str, grpc.StatusCode],
+                             tuple[CounterCell, HistogramCell, CounterCell, CounterCell, CounterCell]] = {}
+        self._compute_children: dict[torch.device, HistogramCell] = {}
+        self._queue_children: dict[str, HistogramCell] = {}
         self.in_flight_now: dict[str, int] = {}
 
     def observe(self, method: str, loss: str, code: grpc.StatusCode, seconds: float, elements: int,
                 bytes_in: int = 0, bytes_out: int = 0) -> None:
         """Record one answered call (with its bytes received and its reply's tensor bytes, when answered)."""
         children = self._children.get((method, loss, code))
-        if children is None:  # labels() costs a lock and a tuple per call: resolve each series once
+        if children is None:  # resolve each series once
             children = self._children[(method, loss, code)] = (
-                self.requests.labels(method, loss, code.name), self.duration.labels(method, loss),
-                self.elements.labels(method, loss), self.tensor_bytes.labels(method, "in"),
-                self.tensor_bytes.labels(method, "out"))
-        children[0].inc()
-        children[1].observe(seconds)
-        if code is grpc.StatusCode.OK:
-            children[2].inc(elements)
-        if bytes_in or bytes_out:
-            children[3].inc(bytes_in)
-            children[4].inc(bytes_out)
+                self.requests.cell(method, loss, code.name), self.duration.cell(method, loss),
+                self.elements.cell(method, loss), self.tensor_bytes.cell(method, "in"),
+                self.tensor_bytes.cell(method, "out"))
+        calls, duration, counted, received, sent = children
+        with self._calls_lock:
+            calls.value += 1
+            duration.observe(seconds)
+            if code is grpc.StatusCode.OK:
+                counted.value += elements
+            received.value += bytes_in
+            sent.value += bytes_out
 
     def queued(self, method: str, seconds: float) -> None:
         """Record how long a call waited for a thread or a batch."""
         child = self._queue_children.get(method)
         if child is None:
-            child = self._queue_children[method] = self.queue.labels(method)
-        child.observe(seconds)
+            child = self._queue_children[method] = self.queue.cell(method)
+        with self.queue.lock:
+            child.observe(seconds)
 
     def computed(self, device: torch.device, seconds: float) -> None:
         """Record one computation on ``device`` (and, on CUDA, the memory it leaves held)."""
         child = self._compute_children.get(device)
         if child is None:
-            child = self._compute_children[device] = self.compute.labels(str(device))
-        child.observe(seconds)
+            child = self._compute_children[device] = self.compute.cell(str(device))
+        with self.compute.lock:
+            child.observe(seconds)
         if device.type == "cuda":
             self.device_memory.labels(str(device), "in_use").set(torch.cuda.memory_allocated(device))
             self.device_memory.labels(str(device), "peak").set(torch.cuda.max_memory_allocated(device))
