@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from lossd.losses import REGISTRY, Registry
+from lossd.server import loops
 from lossd.server.batching import Batcher
 from lossd.server.device import resolve_device
 from lossd.server.inference import InferenceModels
@@ -135,8 +136,9 @@ class LossServer:
             self._trimmer = asyncio.get_running_loop().create_task(self._trim_when_idle())
         metrics_at = f"{s.metrics_host}:{self.metrics_port}" if self.metrics_port else "off"
         http_at = f"{s.host}:{self.http_port}" if self.http_port is not None else "off"
-        log.info("lossd %s serving on %s:%d device=%s torch=%s losses=%d metrics=%s http=%s", lossd_version(),
-                 s.host, self.port, self.device, torch.__version__, len(self.registry), metrics_at, http_at)
+        log.info("lossd %s serving on %s:%d device=%s torch=%s losses=%d metrics=%s http=%s loop=%s",
+                 lossd_version(), s.host, self.port, self.device, torch.__version__, len(self.registry), metrics_at,
+                 http_at, _loop_name())
 
     async def _trim_when_idle(self) -> None:
         """Once calls stop for a second, hand the retained heap back (it is kept only while busy)."""
@@ -230,6 +232,11 @@ class _GenericOnly:
         """Ignored: the same handlers arrive through add_generic_rpc_handlers."""
 
 
+def _loop_name() -> str:
+    """The running loop's kind, for the start line: uvloop or asyncio."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+
+
 async def serve(settings: ServerSettings) -> None:
     """Run a server until SIGTERM or SIGINT, then shut it down gracefully."""
     stop = asyncio.Event()
@@ -252,7 +259,7 @@ class BackgroundServer:
 
     def __init__(self, settings: ServerSettings | None = None, registry: Registry = REGISTRY) -> None:
         self.server = LossServer(settings, registry)
-        self._loop = asyncio.new_event_loop()
+        self._loop = loops.loop_factory(self.server.settings.event_loop)()
         self._thread = threading.Thread(target=self._loop.run_forever, name="lossd-server", daemon=True)
 
     @property

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 
 from lossd.losses import REGISTRY
 from lossd.losses.table import markdown_table
+from lossd.server import loops
 from lossd.server.app import serve
 from lossd.server.logs import configure as configure_logs
 from lossd.server.settings import DEFAULT_PORT, ServerSettings, load_settings
@@ -48,6 +48,8 @@ def _add_settings_flags(p: argparse.ArgumentParser, handler: Any) -> None:
                    "prefix, e.g. lossd- (default off; LOSSD_SHM_PREFIX)")
     p.add_argument("--workers", type=int, help="server processes sharing the port (default 1; LOSSD_WORKERS); "
                    "worker i serves metrics on metrics-port + i")
+    p.add_argument("--event-loop", help="auto | uvloop | asyncio (default auto: uvloop when installed; "
+                   "LOSSD_EVENT_LOOP)")
     p.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR (default INFO; LOSSD_LOG_LEVEL)")
     p.add_argument("--log-format", help="plain | json (default plain; LOSSD_LOG_FORMAT)")
     p.add_argument("--access-log", action="store_true", default=None, help="log one line per call")
@@ -65,7 +67,7 @@ def _settings_and_sources(args: argparse.Namespace) -> tuple[ServerSettings, dic
     fields = ("host", "port", "http_port", "device", "metrics_host", "metrics_port", "max_message_mb", "grace_seconds",
               "log_level", "workers", "shm_prefix", "tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file",
               "auth_exempt_health", "max_in_flight", "max_deadline_seconds", "log_format", "access_log",
-              "tracing")
+              "tracing", "event_loop")
     given = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
     return load_settings(given, Path(args.config) if getattr(args, "config", None) else None)
 
@@ -78,7 +80,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if settings.workers > 1:
         return run_workers(settings)
     try:
-        asyncio.run(serve(settings))
+        loops.run(serve(settings), settings.event_loop)
     except ValueError as exc:  # e.g. a CUDA device this host does not have
         print(f"lossd: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lossd.server import loops
+
 DEFAULT_PORT = 50051
 # Outside Prometheus' exporter range (9100-9999, fully allocated) and below Linux's ephemeral ports.
 DEFAULT_METRICS_PORT = 8909
@@ -78,6 +80,10 @@ class ServerSettings(BaseSettings):
     batch_delay_us: int = Field(200, ge=0)
     """Longest a batchable request waits for companions, in microseconds."""
 
+    event_loop: str = "auto"
+    """The asyncio event loop: auto (uvloop when installed, as the server extra does on Linux and macOS),
+    uvloop, or asyncio."""
+
     workers: int = Field(1, ge=1, le=256)
     """Server processes sharing the port (SO_REUSEPORT); more than 1 spreads protobuf work over cores."""
 
@@ -137,6 +143,14 @@ class ServerSettings(BaseSettings):
         v = value.lower()
         if v not in ("auto", "on", "off"):
             raise ValueError("expected auto, on or off")
+        return v
+
+    @field_validator("event_loop")
+    @classmethod
+    def _event_loop(cls, value: str) -> str:
+        v = value.lower()
+        if v not in loops.KINDS:
+            raise ValueError(f"expected one of: {', '.join(loops.KINDS)}")
         return v
 
     @field_validator("log_format")
