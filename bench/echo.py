@@ -2,8 +2,9 @@
 
 It treats requests as opaque bytes (no protobuf parsing), with lossd's message limits, so it measures the
 transport alone. The client asks for the reply size in the ``reply-bytes`` metadata, so an echo of a
-value+gradient call answers as many bytes as lossd's reply does. It runs on grpc.aio, as lossd does, or
-with ``--sync`` on grpc's thread-pool server: which of the two is faster depends on the machine and the
+value+gradient call answers as many bytes as lossd's reply does. It runs on grpc.aio, as lossd does (on the
+same event loop: uvloop when installed, see lossd.server.loops), or with ``--sync`` on grpc's thread-pool
+server: which of the two is faster depends on the machine and the
 concurrency (the sync server usually answers one call at a time sooner), so the benchmark measures both
 and holds lossd to the faster. ``python -m lossd.bench.echo`` prints ``port=N`` once serving.
 """
@@ -17,6 +18,8 @@ import threading
 from concurrent import futures
 
 import grpc
+
+from lossd.server import loops
 
 METHOD = "/lossd.bench.Echo/Echo"
 _LIMIT = 1 << 30
@@ -75,11 +78,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--sync", action="store_true", help="grpc's thread-pool server instead of grpc.aio")
+    parser.add_argument("--event-loop", default="auto", choices=loops.KINDS,
+                        help="grpc.aio's loop, as lossd serve's --event-loop (default auto)")
     args = parser.parse_args()
     if args.sync:
         _serve_sync(args.host, args.port)
     else:
-        asyncio.run(_serve(args.host, args.port))
+        loops.run(_serve(args.host, args.port), args.event_loop)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The REST ceiling: an HTTP server on the same stack as lossd's REST front (aiohttp on asyncio's loop) that
+"""The REST ceiling: an HTTP server on the same stack as lossd's REST front (aiohttp, on the loop lossd serves on:
+uvloop when installed) that
 reads the body the same way (one copy, lossd.server.rest_codec.read_body) and answers as many bytes as asked for
 in ``reply-bytes``, parsing nothing. ``python -m lossd.bench.http_echo`` prints ``port=N`` once serving."""
 
@@ -10,6 +11,7 @@ import signal
 
 from aiohttp import web
 
+from lossd.server import loops
 from lossd.server.rest_codec import read_body
 
 
@@ -43,8 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="raw-bytes HTTP echo (the REST front's benchmark ceiling)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--event-loop", default="auto", choices=loops.KINDS, help="as lossd serve's --event-loop")
     args = parser.parse_args()
-    asyncio.run(_serve(args.host, args.port))
+    loops.run(_serve(args.host, args.port), args.event_loop)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
 Each stack serves the same handler in a process of its own on loopback: read the body, parse the JSON (a
 small infer request), answer a small JSON reply; and a 4 MiB binary body (Triton's binary tensor extension)
 read whole and answered with its length. aiohttp runs twice: reading the body with ``request.read()``, and
-into one buffer of the declared length as lossd.server.rest_codec does; uvicorn on asyncio's own loop (the one
-grpc.aio runs on, which the REST front shares) and on uvloop. One client process sends the requests one
-after another over a kept-alive connection (http.client), so the figure is each stack's own cost per
-request. Run with the candidates installed (``pip install aiohttp uvicorn[standard] starlette``):
-``python bench/http_stacks.py``. Stacks that are not installed are skipped.
+into one buffer of the declared length as lossd.server.rest_codec does; uvicorn on asyncio's own loop and
+on uvloop (grpc.aio and the REST front share one loop: uvloop when installed, see lossd.server.loops). One
+client process sends the requests one after another over a kept-alive connection (http.client), so the
+figure is each stack's own cost per request. Run with the candidates installed (``pip install aiohttp
+uvicorn[standard] starlette``): ``python bench/http_stacks.py``. Stacks that are not installed are skipped.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ app = Starlette(routes=[Route("/small", small, methods=["POST"]), Route("/large"
 uvicorn.run(app, host="127.0.0.1", port=PORT, access_log=False, log_level="warning", loop=LOOP)
 """,
 }
-# uvicorn picks uvloop when it is installed; lossd's server runs grpc.aio on asyncio's own loop, which the REST
-# front must share, so the asyncio-loop variant is the one to compare.
+# uvicorn picks uvloop when it is installed, as lossd serve does (--event-loop auto); the REST front shares
+# grpc.aio's loop, so each variant compares with lossd on the same loop.
 SERVERS["uvicorn+starlette, asyncio loop"] = "LOOP = 'asyncio'\n" + SERVERS["uvicorn+starlette"]
 SERVERS["uvicorn+starlette, uvloop"] = "LOOP = 'uvloop'\n" + SERVERS.pop("uvicorn+starlette")
 NEEDS = {"aiohttp": ["aiohttp"], "aiohttp, body read into one buffer": ["aiohttp"],
