@@ -47,7 +47,8 @@ class PipelineCall:
         self._metrics = servicer.metrics
         self._context = context
         self._write_lock = asyncio.Lock()
-        self._pending: dict[int, asyncio.Task[None]] = {}
+        self._pending: dict[int, asyncio.Task[None]] = {}  # offloaded items not yet computed: cancellable
+        self._unwritten: set[asyncio.Task[None]] = set()  # offloaded items whose results are not yet written
 
     async def run(self, messages: AsyncIterator[pb.PipelineRequest]) -> None:
         """Serve the stream until the caller half-closes it and every item has been answered."""
@@ -66,10 +67,12 @@ class PipelineCall:
                         self._offload(item, arrived)
                 if response.results:
                     await self._write(response)
-            while self._pending:
-                await asyncio.gather(*self._pending.values(), return_exceptions=True)
+            # The stream ends once every result is written: an item computed is no longer pending (too late to
+            # cancel) but may still be waiting for its write, which returning now would lose.
+            while self._unwritten:
+                await asyncio.gather(*self._unwritten, return_exceptions=True)
         finally:
-            for task in self._pending.values():
+            for task in self._unwritten:
                 task.cancel()
 
     def answer(self, item: pb.PipelineItem, arrived: float, result: pb.PipelineResult) -> None:
@@ -123,11 +126,16 @@ class PipelineCall:
         async def run() -> None:
             response = pb.PipelineResponse()
             work = loop.run_in_executor(self._servicer.executor, self.answer, item, arrived, response.results.add())
-            await self._servicer.bounded(work)
-            self._pending.pop(item.id, None)
+            try:
+                await self._servicer.bounded(work)
+            finally:
+                self._pending.pop(item.id, None)
             await self._write(response)
 
-        self._pending[item.id] = loop.create_task(run())
+        task = loop.create_task(run())
+        self._pending[item.id] = task
+        self._unwritten.add(task)
+        task.add_done_callback(self._unwritten.discard)
 
     async def _write(self, response: pb.PipelineResponse) -> None:
         async with self._write_lock:  # one write at a time on a stream

@@ -265,6 +265,22 @@ def test_results_come_as_items_complete_with_their_ids(gated: tuple[_Gate, pb_gr
     assert got[7].compute.loss.raw_data == np.float32(1.0).tobytes()
 
 
+def test_results_being_written_when_the_caller_half_closes_are_still_sent(
+        gated: tuple[_Gate, pb_grpc.LossServiceStub]) -> None:
+    """The stream ends once every result is written, not once every item is computed: the half-close comes
+    as the held items finish, while their results are being written (a race, so several rounds)."""
+    gate, stub = gated
+    for round_ in range(8):
+        gate.release.clear()
+        sends, results = _stream(stub)
+        sends.put(pb.PipelineRequest(items=[_item(2 * round_, -1.0), *(_item(2 * round_ + 1 + i, 2.0)
+                                                                       for i in range(0, 8, 2))]))
+        time.sleep(0.05)
+        gate.release.set()
+        sends.put(None)
+        assert sorted(r.id for r in results) == [2 * round_, *(2 * round_ + 1 + i for i in range(0, 8, 2))]
+
+
 def test_an_item_whose_deadline_passes_in_the_queue_is_answered_deadline_exceeded(
         gated: tuple[_Gate, pb_grpc.LossServiceStub]) -> None:
     gate, stub = gated
