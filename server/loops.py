@@ -39,9 +39,8 @@ def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 def run(main: Coroutine[Any, Any, T], kind: str) -> T:
     """``asyncio.run(main)`` on a loop of ``kind``."""
-    factory = loop_factory(kind)
-    if factory is asyncio.new_event_loop:
-        return asyncio.run(main)
-    import uvloop
+    if chosen(kind) == "uvloop":
+        import uvloop
 
-    return uvloop.run(main)
+        return uvloop.run(main)
+    return asyncio.run(main)

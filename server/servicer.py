@@ -140,14 +140,6 @@ class LossServicer(pb_grpc.LossServiceServicer):
         """The largest reply one message may carry."""
         return self._max_reply_bytes
 
-    def admit(self) -> None:
-        """Refuse new work while draining or past max_in_flight (raises)."""
-        self._admit()
-
-    async def bounded(self, work: Awaitable[Any]) -> Any:
-        """``work``, cut off after the server's max_deadline_seconds."""
-        return await self._bounded(work)
-
     @property
     def pipeline(self) -> Pipeline:
         """The validation and evaluation every front shares."""
@@ -186,7 +178,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
             parsed = await receive(parts, kind, self._max_stream_bytes)
             call.loss = self._registry.canonical(parsed.message.loss) or UNKNOWN_LOSS
             loop = asyncio.get_running_loop()
-            outgoing, call.elements = await self._bounded(loop.run_in_executor(self._executor, work, parsed))
+            outgoing, call.elements = await self.bounded(loop.run_in_executor(self._executor, work, parsed))
             call.device = outgoing.message.device
             for part in reply_parts(outgoing, kind, self._chunk_bytes):
                 yield part
@@ -214,17 +206,17 @@ class LossServicer(pb_grpc.LossServiceServicer):
             spans = CallSpans(self._tracer, method, context.invocation_metadata(), service)
             work = _traced(work, spans)
         try:
-            self._admit()
+            self.admit()
             if request.error:
                 raise invalid("request", request.error)
             if request.size <= self._inline_bytes and self._batching and batched is not None:
-                response, elements = await self._bounded(batched(request))
+                response, elements = await self.bounded(batched(request))
             elif request.size <= self._inline_bytes:
                 response, elements = work(request)  # runs now: nothing to wait for or to expire in a queue
             else:
                 timed = self._queued(method, started, work, context)
                 loop = asyncio.get_running_loop()
-                response, elements = await self._bounded(loop.run_in_executor(self._executor, timed, request))
+                response, elements = await self.bounded(loop.run_in_executor(self._executor, timed, request))
             bytes_out = _reply_bytes(response)
             if bytes_out > self._max_reply_bytes:
                 raise _reply_too_large(method, bytes_out, self._max_reply_bytes)
@@ -257,7 +249,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         if self._tracer is not None:
             call.spans = CallSpans(self._tracer, method, context.invocation_metadata())
         try:
-            self._admit()
+            self.admit()
             yield call
         except asyncio.CancelledError:
             call.code = grpc.StatusCode.CANCELLED
@@ -348,7 +340,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         """From now on refuse new calls (UNAVAILABLE, so clients retry elsewhere); running ones finish."""
         self._draining = True
 
-    def _admit(self) -> None:
+    def admit(self) -> None:
         """Shed load at once past max_in_flight, rather than queueing without bound; refuse all while draining."""
         if self._draining:
             self._metrics.reject("shutting_down")
@@ -357,7 +349,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
             self._metrics.reject("busy")
             raise ServerBusyError(f"server busy: {self._max_in_flight} calls in flight; retry later")
 
-    async def _bounded(self, work: Awaitable[Any]) -> Any:
+    async def bounded(self, work: Awaitable[Any]) -> Any:
         """``work``, cut off after max_deadline_seconds (its thread finishes, its answer is dropped)."""
         if self._max_deadline_s is None:
             return await work
