@@ -117,12 +117,38 @@ class _Window:
             return outcome(found), True
         return None
 
+    def fail(self, exc: BaseException) -> None:
+        """The caller's iterator (or a request) raised: no more requests; ``exc`` is raised at its position."""
+        self.failure, self.done = (self.sent, exc), True
+
     def finish(self) -> None:
         """At the end of the stream: raise the caller's own failure, or the gap of a stream cut short."""
         if self.failure is not None and self.taken == self.failure[0]:
             raise self.failure[1]
         if self.taken < self.sent:
             raise missing(self.sent, self.taken)
+
+
+class _Message:
+    """One message being packed: its framed items, their bytes, and the credits it holds (the one taken before
+    its first request, and one more for each request after it)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self._encoder = encoder
+        self.parts: list[bytes] = []
+        self.used = 0
+        self.held = 1
+
+    def add(self, framed: bytes) -> bool:
+        """Pack an item; whether another may follow in this message (given a free credit for it)."""
+        self.parts.append(framed)
+        self.used += len(framed)
+        return len(self.parts) < self._encoder.per_message and self.used < self._encoder.budget
+
+    @property
+    def surplus(self) -> int:
+        """Credits held beyond the items packed (theirs went to requests refused here): to hand back."""
+        return self.held - len(self.parts)
 
 
 def _pull(encoder: Encoder, window: _Window, request: Any) -> bytes | None:
@@ -148,7 +174,7 @@ def run_sync(method: Callable[..., Any], encoder: Encoder, requests: Iterable[Ma
             credit.acquire()
             if closed.is_set():
                 return
-            parts, used, held = [], 0, 1  # held: the credit taken for this message
+            message = _Message(encoder)
             while True:
                 try:
                     framed = _pull(encoder, window, next(source))
@@ -156,19 +182,17 @@ def run_sync(method: Callable[..., Any], encoder: Encoder, requests: Iterable[Ma
                     window.done = True
                     break
                 except Exception as exc:  # the caller's iterator or request: raised at its position
-                    window.failure, window.done = (window.sent, exc), True
+                    window.fail(exc)
                     break
                 if framed is None:  # refused here: the credit goes to the next request
                     continue
-                parts.append(framed)
-                used += len(framed)
-                if len(parts) >= encoder.per_message or used >= encoder.budget or not credit.acquire(False):
+                if not message.add(framed) or not credit.acquire(False):
                     break
-                held += 1
-            if held > len(parts):
-                credit.release(held - len(parts))
-            if parts:
-                yield b"".join(parts)
+                message.held += 1
+            if message.surplus:
+                credit.release(message.surplus)
+            if message.parts:
+                yield b"".join(message.parts)
 
     responses = method(messages(), metadata=metadata)
     try:
@@ -217,7 +241,7 @@ async def run_async(method: Callable[..., Any], encoder: Encoder, requests: Any,
     async def messages() -> AsyncIterator[bytes]:
         while not window.done:
             await credit.acquire()
-            parts, used, held = [], 0, 1
+            message = _Message(encoder)
             while True:
                 try:
                     request = await following()
@@ -226,20 +250,18 @@ async def run_async(method: Callable[..., Any], encoder: Encoder, requests: Any,
                         break
                     framed = _pull(encoder, window, request)
                 except Exception as exc:
-                    window.failure, window.done = (window.sent, exc), True
+                    window.fail(exc)
                     break
                 if framed is None:
                     continue
-                parts.append(framed)
-                used += len(framed)
-                if len(parts) >= encoder.per_message or used >= encoder.budget or credit.locked():
+                if not message.add(framed) or credit.locked():
                     break
                 await credit.acquire()  # free now: not locked
-                held += 1
-            for _ in range(held - len(parts)):
+                message.held += 1
+            for _ in range(message.surplus):
                 credit.release()
-            if parts:
-                yield b"".join(parts)
+            if message.parts:
+                yield b"".join(message.parts)
 
     call = method(messages(), metadata=metadata)
     try:
