@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -9,6 +10,8 @@ import numpy as np
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from lossd.losses import LossSpec, Registry, Role
+from lossd.losses.spec import Kind
 from lossd.v1 import loss_service_pb2 as pb
 
 NUMPY_TO_WIRE = {
@@ -40,3 +43,11 @@ def bad_request_fields(error: grpc.RpcError) -> list[str]:
             detail.Unpack(bad)
             fields.extend(v.field for v in bad.field_violations)
     return fields
+
+
+def one_loss_registry(name: str, fn: Callable[..., Any]) -> Registry:
+    """A registry of one loss ``name``: ``fn(input, target, reduction)`` over float tensors of any shape, with
+    no checks (for tests whose loss holds, counts or gates its computations)."""
+    roles = (Role("input", (Kind.FLOAT,), "(*)", "x", differentiable=True), Role("target", (Kind.FLOAT,), "(*)", "y"))
+    return Registry([LossSpec(name=name, summary="-", formula="-", fn=fn, roles=roles, check=lambda t, p: None,
+                              unreduced_shape=lambda t, p: ())])

@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import one_loss_registry
 
 from lossd.client import DeadlineExceededError, LossClient, LossError, ResourceExhaustedError
-from lossd.losses import LossSpec, Registry, Role
-from lossd.losses.spec import Kind
+from lossd.losses import Registry
 from lossd.server import BackgroundServer, ServerSettings
 
 X, Y = np.array([3.0]), np.array([1.0])
@@ -36,10 +36,7 @@ class _Counting:
         return torch.nn.functional.mse_loss(input, target, reduction=reduction)
 
     def registry(self) -> Registry:
-        roles = (Role("input", (Kind.FLOAT,), "(*)", "x", differentiable=True),
-                 Role("target", (Kind.FLOAT,), "(*)", "y"))
-        return Registry([LossSpec(name="counting", summary="-", formula="-", fn=self.fn, roles=roles,
-                                  check=lambda t, p: None, unreduced_shape=lambda t, p: ())])
+        return one_loss_registry("counting", self.fn)
 
 
 def _rejected(srv: BackgroundServer, reason: str) -> float:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from google.rpc import status_pb2
+from helpers import one_loss_registry
 
 from lossd.client import (
     AsyncLossClient,
@@ -25,8 +26,7 @@ from lossd.client import (
     ResourceExhaustedError,
 )
 from lossd.client._codec import encode_array
-from lossd.losses import LossSpec, Registry, Role
-from lossd.losses.spec import Kind
+from lossd.losses import Registry
 from lossd.server import BackgroundServer, ServerSettings
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import loss_service_pb2_grpc as pb_grpc
@@ -213,10 +213,7 @@ class _Gate:
         return torch.nn.functional.mse_loss(input, target, reduction=reduction)
 
     def registry(self) -> Registry:
-        roles = (Role("input", (Kind.FLOAT,), "(*)", "x", differentiable=True),
-                 Role("target", (Kind.FLOAT,), "(*)", "y"))
-        return Registry([LossSpec(name="gate", summary="-", formula="-", fn=self.fn, roles=roles,
-                                  check=lambda t, p: None, unreduced_shape=lambda t, p: ())])
+        return one_loss_registry("gate", self.fn)
 
 
 def _item(item_id: int, first: float, timeout_ms: int = 0, loss: str = "gate") -> pb.PipelineItem:

@@ -88,24 +88,25 @@ def _readme_block(heading: str, lang: str) -> str:
     return found.group(1)
 
 
+def _printed(code: str, address: str, script: Path, timeout: float = 120) -> str:
+    """What a README snippet prints, run as a script against the server at ``address``."""
+    script.write_text(code.replace("localhost:50051", address))
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
+                          check=True).stdout
+
+
 def test_readme_client_example_prints_what_the_readme_says(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The README's client example, pasted into Python, prints the output the README shows."""
-    code = _readme_block("## Client example", "python").replace("localhost:50051", server.address)
+    code = _readme_block("## Client example", "python")
     expected = _readme_block("It prints:", "text")
-    script = tmp_path / "example.py"
-    script.write_text(code)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout == expected
+    assert _printed(code, server.address, tmp_path / "example.py") == expected
 
 
 def test_readme_hessian_example_prints_what_the_readme_says(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The README's Hessian example, pasted into Python, prints the output the README shows."""
-    code = _readme_block("### Hessian diagonals", "python").replace("localhost:50051", server.address)
+    code = _readme_block("### Hessian diagonals", "python")
     expected = _readme_block("### Hessian diagonals", "text")
-    script = tmp_path / "hessian.py"
-    script.write_text(code)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout == expected
+    assert _printed(code, server.address, tmp_path / "hessian.py") == expected
 
 
 @pytest.mark.parametrize(("heading", "library"), [("### XGBoost and LightGBM objectives", "xgboost"),
@@ -120,10 +121,7 @@ def test_readme_training_examples_print_what_the_readme_says(server, tmp_path: P
     printed = re.findall(r"```text\n(.*?)```", section, re.S)
     assert codes and len(codes) == len(printed)
     for i, (code, expected) in enumerate(zip(codes, printed, strict=True)):
-        script = tmp_path / f"training_{i}.py"
-        script.write_text(code.replace("localhost:50051", server.address))
-        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=True)
-        assert out.stdout == expected
+        assert _printed(code, server.address, tmp_path / f"training_{i}.py", timeout=300) == expected
 
 
 def test_readme_names_the_two_setup_commands() -> None:
@@ -149,9 +147,6 @@ def test_readme_grpcurl_compute_body_is_valid_json_for_the_contract(stub) -> Non
 
 def test_readme_pipeline_example_prints_what_the_readme_says(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The README's pipeline example, pasted into Python, prints the output the README shows."""
-    code = _readme_block("### Many small requests: `pipeline`", "python").replace("localhost:50051", server.address)
+    code = _readme_block("### Many small requests: `pipeline`", "python")
     expected = _readme_block("### Many small requests: `pipeline`", "text")
-    script = tmp_path / "pipeline.py"
-    script.write_text(code)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout == expected
+    assert _printed(code, server.address, tmp_path / "pipeline.py") == expected
