@@ -43,9 +43,11 @@ def _handler(behaviour: object) -> grpc.GenericRpcHandler:
     })
 
 
-def _serve_sync(host: str, port: int) -> None:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=SYNC_THREADS), options=_OPTIONS)
-    server.add_generic_rpc_handlers((_handler(lambda request, context: _reply(context)),))
+def serve_threads(host: str, port: int, handler: grpc.GenericRpcHandler, threads: int = SYNC_THREADS) -> None:
+    """Serve ``handler`` on grpc's thread-pool server with lossd's message limits until SIGTERM/SIGINT, printing
+    ``port=N`` once serving (lossd.bench.processes waits for that line)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=_OPTIONS)
+    server.add_generic_rpc_handlers((handler,))
     bound = server.add_insecure_port(f"{host}:{port}")
     server.start()
     stop = threading.Event()
@@ -82,7 +84,7 @@ def main() -> None:
                         help="grpc.aio's loop, as lossd serve's --event-loop (default auto)")
     args = parser.parse_args()
     if args.sync:
-        _serve_sync(args.host, args.port)
+        serve_threads(args.host, args.port, _handler(lambda request, context: _reply(context)))
     else:
         loops.run(_serve(args.host, args.port), args.event_loop)
 

@@ -118,6 +118,11 @@ def echo_server(sync: bool = False) -> ServerProcess:
                          _ECHO_STARTED, _ECHO_MALLOC)
 
 
+def minimal_server() -> ServerProcess:
+    """The same work without lossd's features (lossd.bench.minimal): a reference for small calls."""
+    return ServerProcess([sys.executable, "-m", "lossd.bench.minimal", "--port", "0"], _ECHO_STARTED, _ECHO_MALLOC)
+
+
 def http_echo_server() -> ServerProcess:
     """The raw-bytes HTTP echo, the REST front's ceiling."""
     return ServerProcess([sys.executable, "-m", "lossd.bench.http_echo", "--port", "0"], _ECHO_STARTED,

@@ -53,7 +53,8 @@ def markdown(rows: list[Row], host: dict[str, Any], gpu: bool = False) -> str:
         lines += [f"| {r.scenario} | {r.lossd:,.1f} | {r.floor:,.1f} | {r.ratio:.2f} |" for r in rows]
         return "\n".join(lines) + f"\n\nOn {host['cuda']}, {host['date']}.\n"
     lines = [
-        "| scenario | unit | lossd | echo: the ceiling (shm row: the gRPC path) | torch in-process: the floor "
+        "| scenario | unit | lossd | echo: the ceiling (shm row: the gRPC path; same-work row: lossd.bench.minimal) "
+        "| torch in-process: the floor "
         "| ratio | target | met |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]

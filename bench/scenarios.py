@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from lossd.bench.echo import METHOD
 from lossd.bench.measure import PairedThroughput, paired_latency, paired_rates, paired_throughput, throughput
-from lossd.bench.processes import ServerProcess, echo_server, http_echo_server, lossd_server
+from lossd.bench.processes import ServerProcess, echo_server, http_echo_server, lossd_server, minimal_server
 from lossd.bench.v2 import run_v2
 from lossd.client import LossClient
 from lossd.client._codec import encode_array
@@ -55,6 +55,7 @@ class Context:
     echo_call: grpc.UnaryUnaryMultiCallable
     quick: bool
     sync_echo_call: grpc.UnaryUnaryMultiCallable | None = None  # the same echo on grpc's thread-pool server
+    minimal: LossClient | None = None  # a client of lossd.bench.minimal: the same work without lossd's features
 
 
 def _request(kind: str, loss: str, **arrays: np.ndarray) -> pb.ComputeRequest | pb.GradientRequest:
@@ -128,29 +129,38 @@ def mse_small_latency(ctx: Context) -> Row:
                ratio <= 1.5, _both(aio, sync, 1e3))
 
 
-def _small_throughput(ctx: Context, client: LossClient) -> PairedThroughput:
-    """MSE over 1K floats from 16 concurrent callers through ``client``, in rounds alternating with both echoes."""
+def _small_throughput(ctx: Context, client: LossClient, *others: LossClient) -> PairedThroughput:
+    """MSE over 1K floats from 16 concurrent callers through ``client``, in rounds alternating with both echoes
+    (and then with the same calls through each of ``others``)."""
     x, y = _small()
     n, budget = (3000, 12.0) if ctx.quick else (21000, 60.0)
     return paired_throughput([
         lambda: client.compute("mse", input=x, target=y),
         *_echoes(ctx, _request("Compute", "mse", input=x, target=y), "Compute"),
+        *(lambda c=c: c.compute("mse", input=x, target=y) for c in others),
     ], 16, n, budget)
 
 
 def _against_faster(paired: PairedThroughput) -> tuple[float, float, float]:
-    """lossd's median, the faster echo's median (the higher of the two) and the per-round ratio to it."""
-    ours, aio, sync = paired.medians
+    """lossd's median, the faster echo's median (the higher of the two) and the per-round ratio to it (calls 0, 1
+    and 2 of ``paired``: lossd, then the echoes)."""
+    ours, aio, sync = paired.medians[:3]
     faster = 1 if aio >= sync else 2
     return ours, max(aio, sync), paired.ratio(0, faster)
 
 
-def mse_small_throughput(ctx: Context) -> Row:
-    """MSE over 1K floats from 16 concurrent callers: requests per second, against the faster echo."""
-    paired = _small_throughput(ctx, ctx.client)
+def mse_small_throughput(ctx: Context) -> list[Row]:
+    """MSE over 1K floats from 16 concurrent callers: requests per second, against the faster echo; and, from
+    the same rounds, against the minimal service doing the same work (lossd.bench.minimal), when there is one."""
+    others = [ctx.minimal] if ctx.minimal is not None else []
+    paired = _small_throughput(ctx, ctx.client, *others)
     ours, echo, ratio = _against_faster(paired)
-    return Row("MSE 1K floats, c=16", "req/s", ours, echo, None, ratio, ">= 0.8x faster echo", ratio >= 0.8,
-               _both(*paired.medians[1:]))
+    rows = [Row("MSE 1K floats, c=16", "req/s", ours, echo, None, ratio, ">= 0.8x faster echo", ratio >= 0.8,
+                _both(*paired.medians[1:3]))]
+    if others:
+        rows.append(Row("MSE 1K floats, c=16, against the same work without lossd's features", "req/s", ours,
+                        paired.medians[3], None, paired.ratio(0, 3), "informational (target: row above)", None))
+    return rows
 
 
 def mse_small_throughput_workers(ctx: Context) -> Row:
@@ -277,13 +287,14 @@ def run_cpu(quick: bool, scoring: bool = True) -> tuple[list[Row], list[dict[str
 
     with lossd_server("--device", "cpu", "--shm-prefix", SHM_PREFIX, "--http-port", "0") as server, \
             echo_server() as echo, echo_server(sync=True) as sync_echo, http_echo_server() as http_echo, \
+            minimal_server() as minimal, LossClient(minimal.address, timeout=120) as minimal_client, \
             LossClient(server.address, timeout=120, max_message_mb=1024) as client, \
             grpc.insecure_channel(server.address, options=_OPTIONS) as lossd_channel, \
             grpc.insecure_channel(echo.address, options=_OPTIONS) as echo_channel, \
             grpc.insecure_channel(sync_echo.address, options=_OPTIONS) as sync_channel:
         ctx = Context(server, echo, client, pb_grpc.LossServiceStub(lossd_channel),
-                      echo_channel.unary_unary(METHOD), quick, sync_channel.unary_unary(METHOD))
-        rows = [mse_small_latency(ctx), mse_small_throughput(ctx), mse_pipeline_throughput(ctx),
+                      echo_channel.unary_unary(METHOD), quick, sync_channel.unary_unary(METHOD), minimal_client)
+        rows = [mse_small_latency(ctx), *mse_small_throughput(ctx), mse_pipeline_throughput(ctx),
                 mse_small_throughput_workers(ctx), mse_large_gradient(ctx), ce_gradient(ctx),
                 shared_memory_throughput(ctx)]
         rows += run_v2(server, ctx.echo_call, http_echo, quick, Row)

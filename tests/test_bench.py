@@ -82,3 +82,45 @@ def test_v2_scenarios_time_both_fronts_against_their_ceilings() -> None:
     assert [r.scenario for r in rows] == ["V2 gRPC MSE 1K floats, c=1", "V2 gRPC MSE 4M floats value+grad",
                                           "REST binary MSE 4M floats value+grad", "REST JSON MSE 1K floats, c=1"]
     assert all(r.lossd > 0 and r.ceiling and r.ceiling > 0 and r.target for r in rows)
+
+
+def test_minimal_service_answers_the_mse_of_its_request() -> None:
+    """The same-work reference (lossd.bench.minimal) answers a real Compute call with the inputs' MSE, read by
+    lossd's own client."""
+    import numpy as np
+
+    from lossd.bench.processes import minimal_server
+    from lossd.client import LossClient
+
+    rng = np.random.default_rng(3)
+    x, y = rng.random(1024, np.float32), rng.random(1024, np.float32)
+    with minimal_server() as server, LossClient(server.address, timeout=30) as client:
+        value = client.compute("mse", input=x, target=y)
+    assert value == pytest.approx(float(np.mean((x.astype(np.float64) - y) ** 2)), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_small_throughput_rows_hold_lossd_to_the_echoes_and_to_the_same_work() -> None:
+    """The c=16 scenario (quick) measures lossd, both echoes and the minimal service in the same rounds: the
+    target row against the faster echo, then an informational row against the minimal service."""
+    import grpc
+
+    from lossd.bench.echo import METHOD
+    from lossd.bench.processes import echo_server, lossd_server, minimal_server
+    from lossd.bench.scenarios import Context, mse_small_throughput
+    from lossd.client import LossClient
+    from lossd.v1 import loss_service_pb2_grpc as pb_grpc
+
+    with lossd_server("--device", "cpu") as server, echo_server() as echo, echo_server(sync=True) as sync_echo, \
+            minimal_server() as minimal, LossClient(server.address, timeout=60) as client, \
+            LossClient(minimal.address, timeout=60) as minimal_client, \
+            grpc.insecure_channel(server.address) as lossd_channel, grpc.insecure_channel(echo.address) as aio_ch, \
+            grpc.insecure_channel(sync_echo.address) as sync_ch:
+        ctx = Context(server, echo, client, pb_grpc.LossServiceStub(lossd_channel), aio_ch.unary_unary(METHOD),
+                      True, sync_ch.unary_unary(METHOD), minimal_client)
+        target, same_work = mse_small_throughput(ctx)
+    assert (target.scenario, target.target) == ("MSE 1K floats, c=16", ">= 0.8x faster echo")
+    assert target.ceiling == max(target.extra["echo_aio"], target.extra["echo_sync"])
+    assert same_work.scenario == "MSE 1K floats, c=16, against the same work without lossd's features"
+    assert same_work.lossd == target.lossd and same_work.ceiling > 0 and same_work.ratio > 0
+    assert same_work.ok is None
