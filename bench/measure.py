@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -59,13 +60,21 @@ def paired_latency(calls: list[Callable[[], object]], count: int, max_seconds: f
 
 @dataclass(frozen=True)
 class PairedThroughput:
-    """Calls per second of several calls, one list per call, measured in alternating rounds."""
+    """Calls per second of several calls, one list per call, measured in alternating rounds; and, where the
+    serving process was known, its CPU microseconds per call in the same rounds."""
 
     rounds: list[list[float]]
+    cpu_us: list[list[float]] | None = None  # per call, per round; an empty list where no pid was given
 
     @property
     def medians(self) -> list[float]:
         return [statistics.median(r) for r in self.rounds]
+
+    @property
+    def cpu_medians(self) -> list[float | None]:
+        """Each call's median server CPU per call in microseconds (None where it was not measured)."""
+        cpu = self.cpu_us or [[] for _ in self.rounds]
+        return [statistics.median(c) if c else None for c in cpu]
 
     def ratio(self, a: int = 0, b: int = 1) -> float:
         """Median over rounds of call ``a``'s throughput over call ``b``'s in the same round: each pair ran
@@ -74,18 +83,50 @@ class PairedThroughput:
 
 
 def paired_throughput(calls: list[Callable[[], object]], concurrency: int, count: int, max_seconds: float,
-                      rounds: int = 7) -> PairedThroughput:
+                      rounds: int = 7, pids: Sequence[int | None] = ()) -> PairedThroughput:
     """Throughput of each call over ``rounds`` alternating runs (a, b, a, b, ...) sharing ``count`` calls
-    and ``max_seconds`` between them."""
+    and ``max_seconds`` between them. ``pids`` (one per call, None to skip one) names the process serving each
+    call: the CPU it spends per call is recorded too.
+
+    A rate swings with whatever else the machine runs; CPU per call is what serving costs, and it moves much
+    less from round to round.
+    """
     results: list[list[float]] = [[] for _ in calls]
+    cpu: list[list[float]] = [[] for _ in calls]
+    servers = list(pids) or [None] * len(calls)
     for _ in range(rounds):
-        for call, out in zip(calls, results, strict=True):
-            out.append(throughput(call, concurrency, count // rounds, max_seconds / rounds))
-    return PairedThroughput(results)
+        for call, out, pid, spent in zip(calls, results, servers, cpu, strict=True):
+            before = process_cpu_seconds(pid) if pid is not None else None
+            rate, made = _throughput(call, concurrency, count // rounds, max_seconds / rounds)
+            out.append(rate)
+            after = process_cpu_seconds(pid) if pid is not None else None
+            if before is not None and after is not None:
+                spent.append(1e6 * (after - before) / made)
+    return PairedThroughput(results, cpu if pids else None)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user and system, all threads) process ``pid`` has used so far; None where Linux's /proc
+    does not say (another system, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            after_name = f.read().rsplit(")", 1)[1].split()  # the name, in parentheses, may hold spaces
+    except OSError:
+        return None
+    return (int(after_name[11]) + int(after_name[12])) / _CLOCK_TICKS  # utime, stime: fields 14 and 15
 
 
 def throughput(call: Callable[[], object], concurrency: int, count: int, max_seconds: float) -> float:
     """Calls per second with ``concurrency`` threads sharing ``count`` calls (or stopping at ``max_seconds``)."""
+    return _throughput(call, concurrency, count, max_seconds)[0]
+
+
+def _throughput(call: Callable[[], object], concurrency: int, count: int, max_seconds: float
+                ) -> tuple[float, int]:
+    """:func:`throughput`, and the calls made in all (the warm-up's included: a server spends CPU on those too)."""
     for _ in range(concurrency):
         call()
     lock = threading.Lock()
@@ -109,7 +150,7 @@ def throughput(call: Callable[[], object], concurrency: int, count: int, max_sec
         t.start()
     for t in threads:
         t.join()
-    return done[0] / (time.perf_counter() - start)
+    return done[0] / (time.perf_counter() - start), done[0] + concurrency
 
 
 def paired_rates(runs: list[Callable[[], float]], rounds: int = 7) -> list[list[float]]:

@@ -71,10 +71,21 @@ def markdown(rows: list[Row], host: dict[str, Any], gpu: bool = False) -> str:
         lines.append(f"| {r.scenario} | {r.unit} | {_fmt(r.lossd, r.unit)} | {ceiling} | "
                      f"{_fmt(r.floor, r.unit)} | {ratio} | {r.target} | {met} |")
     lines.append("")
+    lines += [_cpu_line(r) for r in rows if r.extra.get("server_cpu_us")]
     lines.append(f"Measured {host['date']} on {host['cpu']} ({host['cores']} cores), Python {host['python']}, "
                  f"torch {host['torch']}, grpcio {host['grpcio']}" + (f", {host['cuda']}" if host["cuda"] else "")
                  + ".")
     return "\n".join(lines) + "\n"
+
+
+_SERVERS = {"lossd": "lossd", "echo_aio": "the echo on grpc.aio", "echo_sync": "the echo on grpc's thread-pool "
+            "server", "minimal": "the same work without lossd's features"}
+
+
+def _cpu_line(row: Row) -> str:
+    """What each server spent per call in a row's rounds: the cost behind its rates, steadier than they are."""
+    spent = "; ".join(f"{_SERVERS.get(name, name)} {us:,.0f} µs" for name, us in row.extra["server_cpu_us"].items())
+    return f"Server CPU per call in the rounds of \"{row.scenario}\" (user and system, all threads, median): {spent}.\n"
 
 
 def write_json(path: Path, rows: list[Row], sweep: list[dict[str, float]], host: dict[str, Any],

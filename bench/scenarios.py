@@ -6,7 +6,7 @@ import itertools
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,6 +56,8 @@ class Context:
     quick: bool
     sync_echo_call: grpc.UnaryUnaryMultiCallable | None = None  # the same echo on grpc's thread-pool server
     minimal: LossClient | None = None  # a client of lossd.bench.minimal: the same work without lossd's features
+    # The serving processes by name ("lossd", "echo_aio", "echo_sync", "minimal"): whose CPU per call is measured.
+    server_pids: dict[str, int] = field(default_factory=dict)
 
 
 def _request(kind: str, loss: str, **arrays: np.ndarray) -> pb.ComputeRequest | pb.GradientRequest:
@@ -129,16 +131,18 @@ def mse_small_latency(ctx: Context) -> Row:
                ratio <= 1.5, _both(aio, sync, 1e3))
 
 
-def _small_throughput(ctx: Context, client: LossClient, *others: LossClient) -> PairedThroughput:
+def _small_throughput(ctx: Context, client: LossClient, *others: LossClient,
+                      pids: Sequence[int | None] = ()) -> PairedThroughput:
     """MSE over 1K floats from 16 concurrent callers through ``client``, in rounds alternating with both echoes
-    (and then with the same calls through each of ``others``)."""
+    (and then with the same calls through each of ``others``); ``pids``: the processes serving each, in that
+    order, for their CPU per call."""
     x, y = _small()
     n, budget = (3000, 12.0) if ctx.quick else (21000, 60.0)
     return paired_throughput([
         lambda: client.compute("mse", input=x, target=y),
         *_echoes(ctx, _request("Compute", "mse", input=x, target=y), "Compute"),
         *(lambda c=c: c.compute("mse", input=x, target=y) for c in others),
-    ], 16, n, budget)
+    ], 16, n, budget, pids=pids)
 
 
 def _against_faster(paired: PairedThroughput) -> tuple[float, float, float]:
@@ -153,10 +157,13 @@ def mse_small_throughput(ctx: Context) -> list[Row]:
     """MSE over 1K floats from 16 concurrent callers: requests per second, against the faster echo; and, from
     the same rounds, against the minimal service doing the same work (lossd.bench.minimal), when there is one."""
     others = [ctx.minimal] if ctx.minimal is not None else []
-    paired = _small_throughput(ctx, ctx.client, *others)
+    names = ["lossd", "echo_aio", "echo_sync", *(["minimal"] if others else [])]
+    pids = [ctx.server_pids.get(name) for name in names] if ctx.server_pids else []
+    paired = _small_throughput(ctx, ctx.client, *others, pids=pids)
     ours, echo, ratio = _against_faster(paired)
+    cpu = {name: us for name, us in zip(names, paired.cpu_medians, strict=True) if us is not None}
     rows = [Row("MSE 1K floats, c=16", "req/s", ours, echo, None, ratio, ">= 0.8x faster echo", ratio >= 0.8,
-                _both(*paired.medians[1:3]))]
+                {**_both(*paired.medians[1:3]), **({"server_cpu_us": cpu} if cpu else {})})]
     if others:
         rows.append(Row("MSE 1K floats, c=16, against the same work without lossd's features", "req/s", ours,
                         paired.medians[3], None, paired.ratio(0, 3), "informational (target: row above)", None))
@@ -293,7 +300,8 @@ def run_cpu(quick: bool, scoring: bool = True) -> tuple[list[Row], list[dict[str
             grpc.insecure_channel(echo.address, options=_OPTIONS) as echo_channel, \
             grpc.insecure_channel(sync_echo.address, options=_OPTIONS) as sync_channel:
         ctx = Context(server, echo, client, pb_grpc.LossServiceStub(lossd_channel),
-                      echo_channel.unary_unary(METHOD), quick, sync_channel.unary_unary(METHOD), minimal_client)
+                      echo_channel.unary_unary(METHOD), quick, sync_channel.unary_unary(METHOD), minimal_client,
+                      {"lossd": server.pid, "echo_aio": echo.pid, "echo_sync": sync_echo.pid, "minimal": minimal.pid})
         rows = [mse_small_latency(ctx), *mse_small_throughput(ctx), mse_pipeline_throughput(ctx),
                 mse_small_throughput_workers(ctx), mse_large_gradient(ctx), ce_gradient(ctx),
                 shared_memory_throughput(ctx)]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from lossd.bench import report
 from lossd.bench.gpu import run_gpu
-from lossd.bench.measure import PairedThroughput
+from lossd.bench.measure import PairedThroughput, paired_throughput, process_cpu_seconds
 from lossd.bench.scenarios import Row
 
 
@@ -37,6 +41,49 @@ def test_paired_ratio_is_the_median_of_ratios_within_rounds() -> None:
     paired = PairedThroughput([[100.0, 50.0, 100.0], [200.0, 100.0, 180.0]])
     assert paired.medians == [100.0, 180.0]
     assert paired.ratio() == 0.5  # rounds: 0.5, 0.5, 0.556
+
+
+def _busy(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+@pytest.mark.skipif(process_cpu_seconds(os.getpid()) is None, reason="needs Linux's /proc")
+def test_process_cpu_seconds_counts_the_work_a_process_does() -> None:
+    """Half a second of busy work in this process shows in its CPU seconds (/proc counts in 10 ms ticks)."""
+    before = process_cpu_seconds(os.getpid())
+    _busy(0.5)
+    after = process_cpu_seconds(os.getpid())
+    assert before is not None and after is not None and 0.45 <= after - before <= 1.0
+
+
+def test_process_cpu_seconds_is_none_for_a_process_that_is_gone() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert process_cpu_seconds(child.pid) is None
+
+
+@pytest.mark.skipif(process_cpu_seconds(os.getpid()) is None, reason="needs Linux's /proc")
+def test_paired_throughput_charges_each_call_the_cpu_its_server_spent() -> None:
+    """A call that burns 2 ms of its server's CPU shows about 2,000 µs per call; one that only waits, far less;
+    a call given no pid is not measured."""
+    me = os.getpid()
+    paired = paired_throughput([lambda: _busy(0.002), lambda: time.sleep(0.002), lambda: None], 1, 240, 30.0,
+                               rounds=3, pids=[me, me, None])
+    burning, waiting, unmeasured = paired.cpu_medians
+    assert burning is not None and 1800 <= burning <= 4000
+    assert waiting is not None and waiting < burning / 4
+    assert unmeasured is None
+
+
+def test_markdown_states_the_server_cpu_per_call_of_each_target() -> None:
+    host = {"date": "d", "cpu": "c", "cores": 2, "python": "3", "torch": "t", "grpcio": "g", "cuda": None}
+    row = Row("MSE 1K floats, c=16", "req/s", 1600.0, 2600.0, None, 0.62, ">= 0.8x faster echo", False,
+              {"echo_aio": 2500.0, "echo_sync": 2600.0, "server_cpu_us": {"lossd": 587.4, "echo_sync": 300.2}})
+    table = report.markdown([row], host)
+    assert ('Server CPU per call in the rounds of "MSE 1K floats, c=16" (user and system, all threads, median): '
+            "lossd 587 µs; the echo on grpc's thread-pool server 300 µs.") in table
 
 
 @pytest.mark.slow
@@ -117,10 +164,13 @@ def test_small_throughput_rows_hold_lossd_to_the_echoes_and_to_the_same_work() -
             grpc.insecure_channel(server.address) as lossd_channel, grpc.insecure_channel(echo.address) as aio_ch, \
             grpc.insecure_channel(sync_echo.address) as sync_ch:
         ctx = Context(server, echo, client, pb_grpc.LossServiceStub(lossd_channel), aio_ch.unary_unary(METHOD),
-                      True, sync_ch.unary_unary(METHOD), minimal_client)
+                      True, sync_ch.unary_unary(METHOD), minimal_client,
+                      {"lossd": server.pid, "echo_aio": echo.pid, "echo_sync": sync_echo.pid, "minimal": minimal.pid})
         target, same_work = mse_small_throughput(ctx)
     assert (target.scenario, target.target) == ("MSE 1K floats, c=16", ">= 0.8x faster echo")
     assert target.ceiling == max(target.extra["echo_aio"], target.extra["echo_sync"])
     assert same_work.scenario == "MSE 1K floats, c=16, against the same work without lossd's features"
     assert same_work.lossd == target.lossd and same_work.ceiling > 0 and same_work.ratio > 0
     assert same_work.ok is None
+    assert set(target.extra["server_cpu_us"]) == {"lossd", "echo_aio", "echo_sync", "minimal"}
+    assert all(us > 0 for us in target.extra["server_cpu_us"].values())
