@@ -119,7 +119,9 @@ def _first_order(prepared: Prepared, work: dict[str, torch.Tensor], upstream: to
     """The loss and its gradients on the device: the spec's closed form, or autograd."""
     spec = prepared.spec
     if spec.value_and_grad is not None:  # closed form: the value alone too, when wrt is empty
-        return spec.value_and_grad(work, prepared.params, prepared.reduction, prepared.wrt, upstream)
+        closed = spec.value_and_grad(work, prepared.params, prepared.reduction, prepared.wrt, upstream)
+        if closed is not None:  # None: this setting is autograd's
+            return closed
     if prepared.wrt:
         # Fresh leaves even where placing returned the caller's tensors: never mark their tensors.
         work = {name: t.detach().requires_grad_(True) if name in prepared.wrt else t for name, t in work.items()}

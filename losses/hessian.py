@@ -145,7 +145,7 @@ def cross_entropy_hessian(t: dict[str, torch.Tensor], params: dict[str, Any], re
         kept = y != params["ignore_index"]
         index = torch.where(kept, y, torch.zeros_like(y))
         w_y = w[index] * kept
-        mass = w_y * (1 - eps) + kept * (eps / classes) * w.sum()
+        mass = w_y * (1 - eps) + kept.to(x.dtype) * (eps / classes) * w.sum()  # (bool * float would be float32)
         denominator = float(w_y.sum())
     p = torch.softmax(x, dim=dim)
     h = p * (1 - p) * mass.unsqueeze(dim)

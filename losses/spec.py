@@ -119,10 +119,11 @@ CheckFn = Callable[[Tensors, Params], None]
 # unreduced_shape(tensors, params) -> the loss's shape under reduction "none"
 ShapeFn = Callable[[Tensors, Params], tuple[int, ...]]
 # value_and_grad(tensors, params, reduction, wrt, upstream) -> (loss, {role: gradient}): a closed form that
-# replaces autograd where it is faster and leaner; it must equal autograd (the catalog suite checks it). With an
-# empty wrt it returns the value alone, and serves Compute calls too.
+# replaces autograd where it is faster and leaner; it must equal autograd (tests/test_closed_form.py). With an
+# empty wrt it returns the value alone, and serves Compute calls too; None leaves the call to autograd (a closed
+# form may cover only some settings).
 ValueAndGradFn = Callable[[Tensors, Params, str, tuple[str, ...], "torch.Tensor | None"],
-                          tuple["torch.Tensor", dict[str, "torch.Tensor"]]]
+                          "tuple[torch.Tensor, dict[str, torch.Tensor]] | None"]
 # hessian_fn(tensors, params, reduction, wrt, upstream) -> {role: Hessian diagonal}, or None to leave it to
 # autograd (a closed form may cover only some parameters): it must equal autograd (tests/test_hessian.py).
 HessianFn = Callable[[Tensors, Params, str, tuple[str, ...], "torch.Tensor | None"],

@@ -221,3 +221,22 @@ def test_float16_gradient_is_float16_of_input_shape(stub: pb_grpc.LossServiceStu
     got = np.frombuffer(grad.raw_data, dtype="<f2").reshape(arrays[role].shape)
     np.testing.assert_allclose(got.astype(np.float32), want[role].astype(np.float16).astype(np.float32),
                                rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("params", [{}, {"label_smoothing": 0.1, "ignore_index": 7}], ids=["plain", "smoothed"])
+def test_wide_cross_entropy_gradient_matches_torch_autograd(client: LossClient, rng: np.random.Generator,
+                                                            dt: type, params: dict[str, Any]) -> None:
+    """512 x 1000 logits take the closed form on the server (lossd.losses.classification): value and gradient
+    equal torch's autograd in the request's dtype, weights and ignored targets included."""
+    logits = (rng.normal(size=(512, 1000)) * 4).astype(dt)
+    labels = rng.integers(0, 1000, 512)
+    labels[::5] = 7
+    weight = rng.uniform(0.5, 2.0, 1000).astype(dt)
+    value, grads = client.gradient("cross_entropy", input=logits, target=labels, weight=weight, **params)
+    leaf = torch.from_numpy(logits).requires_grad_(True)
+    want = F.cross_entropy(leaf, torch.from_numpy(labels), weight=torch.from_numpy(weight), **params)
+    (want_grad,) = torch.autograd.grad(want, [leaf])
+    assert grads["input"].dtype == np.dtype(dt)
+    assert value == pytest.approx(want.item(), rel=TOL[dt]["rtol"] * 10)
+    np.testing.assert_allclose(grads["input"], want_grad.numpy(), **TOL[dt])
