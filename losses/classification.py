@@ -120,7 +120,7 @@ def cross_entropy_closed_form(tensors: Tensors, params: Params, reduction: str, 
         loss = loss / total_weight if reduction == "mean" else loss
     mass = w_y * (1.0 - eps)
     if eps:
-        mass = mass.add_(keep * (eps / classes * (float(weight.sum()) if weight is not None else classes)))
+        mass = mass.add_(keep * weight.sum() * (eps / classes) if weight is not None else keep * eps)  # no sync
     grad = p.mul_(mass.unsqueeze(dim))  # p s, in p's memory
     if eps:
         uniform = keep.unsqueeze(dim) * weight.view(shape) if weight is not None else keep.unsqueeze(dim)
