@@ -88,8 +88,7 @@ def paired_throughput(calls: list[Callable[[], object]], concurrency: int, count
     and ``max_seconds`` between them. ``pids`` (one per call, None to skip one) names the process serving each
     call: the CPU it spends per call is recorded too.
 
-    A rate swings with whatever else the machine runs; CPU per call is what serving costs, and it moves much
-    less from round to round.
+    A rate swings with whatever else the machine runs; CPU per call is what serving costs, and it swings less.
     """
     results: list[list[float]] = [[] for _ in calls]
     cpu: list[list[float]] = [[] for _ in calls]

@@ -83,7 +83,7 @@ _SERVERS = {"lossd": "lossd", "echo_aio": "the echo on grpc.aio", "echo_sync": "
 
 
 def _cpu_line(row: Row) -> str:
-    """What each server spent per call in a row's rounds: the cost behind its rates, steadier than they are."""
+    """What each server spent per call in a row's rounds: the cost behind its rates."""
     spent = "; ".join(f"{_SERVERS.get(name, name)} {us:,.0f} µs" for name, us in row.extra["server_cpu_us"].items())
     return f"Server CPU per call in the rounds of \"{row.scenario}\" (user and system, all threads, median): {spent}.\n"
 
