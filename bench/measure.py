@@ -96,7 +96,7 @@ def paired_throughput(calls: list[Callable[[], object]], concurrency: int, count
     for _ in range(rounds):
         for call, out, pid, spent in zip(calls, results, servers, cpu, strict=True):
             before = process_cpu_seconds(pid) if pid is not None else None
-            rate, made = _throughput(call, concurrency, count // rounds, max_seconds / rounds)
+            rate, made = counted_throughput(call, concurrency, count // rounds, max_seconds / rounds)
             out.append(rate)
             after = process_cpu_seconds(pid) if pid is not None else None
             if before is not None and after is not None:
@@ -120,12 +120,13 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 def throughput(call: Callable[[], object], concurrency: int, count: int, max_seconds: float) -> float:
     """Calls per second with ``concurrency`` threads sharing ``count`` calls (or stopping at ``max_seconds``)."""
-    return _throughput(call, concurrency, count, max_seconds)[0]
+    return counted_throughput(call, concurrency, count, max_seconds)[0]
 
 
-def _throughput(call: Callable[[], object], concurrency: int, count: int, max_seconds: float
+def counted_throughput(call: Callable[[], object], concurrency: int, count: int, max_seconds: float
                 ) -> tuple[float, int]:
-    """:func:`throughput`, and the calls made in all (the warm-up's included: a server spends CPU on those too)."""
+    """:func:`throughput`'s rate, and the calls made in all (the warm-up's included: a server spends CPU on those
+    too)."""
     for _ in range(concurrency):
         call()
     lock = threading.Lock()

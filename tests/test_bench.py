@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,15 +149,15 @@ def test_minimal_service_answers_the_mse_of_its_request() -> None:
     assert value == pytest.approx(float(np.mean((x.astype(np.float64) - y) ** 2)), rel=1e-5)
 
 
-@pytest.mark.slow
-def test_small_throughput_rows_hold_lossd_to_the_echoes_and_to_the_same_work() -> None:
-    """The c=16 scenario (quick) measures lossd, both echoes and the minimal service in the same rounds: the
-    target row against the faster echo, then an informational row against the minimal service."""
+@contextlib.contextmanager
+def _scenario_context() -> Iterator[Any]:
+    """The servers and clients lossd.bench's small-call scenarios share (lossd, both echoes, the minimal
+    service), quick, with every server's pid for the CPU figures."""
     import grpc
 
     from lossd.bench.echo import METHOD
     from lossd.bench.processes import echo_server, lossd_server, minimal_server
-    from lossd.bench.scenarios import Context, mse_small_throughput
+    from lossd.bench.scenarios import Context
     from lossd.client import LossClient
     from lossd.v1 import loss_service_pb2_grpc as pb_grpc
 
@@ -163,9 +166,18 @@ def test_small_throughput_rows_hold_lossd_to_the_echoes_and_to_the_same_work() -
             LossClient(minimal.address, timeout=60) as minimal_client, \
             grpc.insecure_channel(server.address) as lossd_channel, grpc.insecure_channel(echo.address) as aio_ch, \
             grpc.insecure_channel(sync_echo.address) as sync_ch:
-        ctx = Context(server, echo, client, pb_grpc.LossServiceStub(lossd_channel), aio_ch.unary_unary(METHOD),
+        yield Context(server, echo, client, pb_grpc.LossServiceStub(lossd_channel), aio_ch.unary_unary(METHOD),
                       True, sync_ch.unary_unary(METHOD), minimal_client,
                       {"lossd": server.pid, "echo_aio": echo.pid, "echo_sync": sync_echo.pid, "minimal": minimal.pid})
+
+
+@pytest.mark.slow
+def test_small_throughput_rows_hold_lossd_to_the_echoes_and_to_the_same_work() -> None:
+    """The c=16 scenario (quick) measures lossd, both echoes and the minimal service in the same rounds: the
+    target row against the faster echo, then an informational row against the minimal service."""
+    from lossd.bench.scenarios import mse_small_throughput
+
+    with _scenario_context() as ctx:
         target, same_work = mse_small_throughput(ctx)
     assert (target.scenario, target.target) == ("MSE 1K floats, c=16", ">= 0.8x faster echo")
     assert target.ceiling == max(target.extra["echo_aio"], target.extra["echo_sync"])
@@ -174,3 +186,18 @@ def test_small_throughput_rows_hold_lossd_to_the_echoes_and_to_the_same_work() -
     assert same_work.ok is None
     assert set(target.extra["server_cpu_us"]) == {"lossd", "echo_aio", "echo_sync", "minimal"}
     assert all(us > 0 for us in target.extra["server_cpu_us"].values())
+
+
+@pytest.mark.slow
+def test_pipeline_row_holds_the_stream_to_both_unary_echoes_and_states_cpu_per_request() -> None:
+    """The pipeline scenario (quick) rates one caller's pipeline against both echoes at c=16, and gives the CPU
+    each server spent per request."""
+    from lossd.bench.scenarios import mse_pipeline_throughput
+
+    with _scenario_context() as ctx:
+        row = mse_pipeline_throughput(ctx)
+    assert (row.scenario, row.target) == ("MSE 1K floats, pipeline (depth 16), one caller",
+                                          ">= 2x faster unary echo c=16")
+    assert row.ceiling == max(row.extra["echo_aio"], row.extra["echo_sync"]) and row.lossd > 0
+    assert set(row.extra["server_cpu_us"]) == {"lossd", "echo_aio", "echo_sync"}
+    assert all(us > 0 for us in row.extra["server_cpu_us"].values())
