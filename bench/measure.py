@@ -90,18 +90,24 @@ def paired_throughput(calls: list[Callable[[], object]], concurrency: int, count
 
     A rate swings with whatever else the machine runs; CPU per call is what serving costs, and it swings less.
     """
-    results: list[list[float]] = [[] for _ in calls]
     cpu: list[list[float]] = [[] for _ in calls]
     servers = list(pids) or [None] * len(calls)
-    for _ in range(rounds):
-        for call, out, pid, spent in zip(calls, results, servers, cpu, strict=True):
-            before = process_cpu_seconds(pid) if pid is not None else None
-            rate, made = counted_throughput(call, concurrency, count // rounds, max_seconds / rounds)
-            out.append(rate)
-            after = process_cpu_seconds(pid) if pid is not None else None
-            if before is not None and after is not None:
-                spent.append(1e6 * (after - before) / made)
-    return PairedThroughput(results, cpu if pids else None)
+    runs = [charged(lambda call=call: counted_throughput(call, concurrency, count // rounds, max_seconds / rounds),
+                    pid, spent) for call, pid, spent in zip(calls, servers, cpu, strict=True)]
+    return PairedThroughput(paired_rates(runs, rounds), cpu if pids else None)
+
+
+def charged(run: Callable[[], tuple[float, int]], pid: int | None, spent: list[float]) -> Callable[[], float]:
+    """``run`` (it measures itself: its rate and the calls it made) as a rate, appending to ``spent`` the CPU
+    microseconds process ``pid`` spent per call (nothing when the pid is None or /proc cannot say)."""
+    def go() -> float:
+        before = process_cpu_seconds(pid) if pid is not None else None
+        rate, calls = run()
+        after = process_cpu_seconds(pid) if pid is not None else None
+        if before is not None and after is not None and calls:
+            spent.append(1e6 * (after - before) / calls)
+        return rate
+    return go
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -123,8 +129,8 @@ def throughput(call: Callable[[], object], concurrency: int, count: int, max_sec
     return counted_throughput(call, concurrency, count, max_seconds)[0]
 
 
-def counted_throughput(call: Callable[[], object], concurrency: int, count: int, max_seconds: float
-                ) -> tuple[float, int]:
+def counted_throughput(call: Callable[[], object], concurrency: int, count: int,
+                       max_seconds: float) -> tuple[float, int]:
     """:func:`throughput`'s rate, and the calls made in all (the warm-up's included: a server spends CPU on those
     too)."""
     for _ in range(concurrency):

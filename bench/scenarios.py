@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from lossd.bench.echo import METHOD
 from lossd.bench.measure import (
     PairedThroughput,
+    charged,
     counted_throughput,
     paired_latency,
     paired_rates,
     paired_throughput,
-    process_cpu_seconds,
 )
 from lossd.bench.processes import ServerProcess, echo_server, http_echo_server, lossd_server, minimal_server
 from lossd.bench.v2 import run_v2
@@ -203,8 +203,8 @@ def mse_pipeline_throughput(ctx: Context) -> Row:
 
     echoes = _echoes(ctx, _request("Compute", "mse", input=x, target=y), "Compute")
     spent: dict[str, list[float]] = {"lossd": [], "echo_aio": [], "echo_sync": []}
-    runs = [_charged(pipelined, ctx.server_pids.get("lossd"), spent["lossd"]),
-            *(_charged(lambda e=e: counted_throughput(e, 16, count, 60.0), ctx.server_pids.get(name), spent[name])
+    runs = [charged(pipelined, ctx.server_pids.get("lossd"), spent["lossd"]),
+            *(charged(lambda e=e: counted_throughput(e, 16, count, 60.0), ctx.server_pids.get(name), spent[name])
               for e, name in zip(echoes, ("echo_aio", "echo_sync"), strict=True))]
     ours, aio, sync = paired_rates(runs, rounds)
     ratio = statistics.median(p / max(a, s) for p, a, s in zip(ours, aio, sync, strict=True))
@@ -213,19 +213,6 @@ def mse_pipeline_throughput(ctx: Context) -> Row:
                max(statistics.median(aio), statistics.median(sync)), None, ratio, ">= 2x faster unary echo c=16",
                ratio >= 2.0, {**_both(statistics.median(aio), statistics.median(sync)),
                               **({"server_cpu_us": cpu} if cpu else {})})
-
-
-def _charged(run: Callable[[], tuple[float, int]], pid: int | None, spent: list[float]) -> Callable[[], float]:
-    """``run`` (it measures itself: its rate and the calls it made) as a rate, appending to ``spent`` the CPU
-    microseconds process ``pid`` spent per call (nothing when the pid is unknown or /proc cannot say)."""
-    def go() -> float:
-        before = process_cpu_seconds(pid) if pid is not None else None
-        rate, calls = run()
-        after = process_cpu_seconds(pid) if pid is not None else None
-        if before is not None and after is not None and calls:
-            spent.append(1e6 * (after - before) / calls)
-        return rate
-    return go
 
 
 def mse_large_gradient(ctx: Context) -> Row:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from lossd.losses import checks
 from lossd.losses.errors import invalid
-from lossd.losses.hessian import bce_with_logits_hessian, cross_entropy_hessian
+from lossd.losses.hessian import bce_with_logits_hessian, cross_entropy_hessian, index_target_mass
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
 
 _CE_RULE = "(N, C), (N, C, d1, ..., dk) or unbatched (C,)"
@@ -94,12 +94,9 @@ def cross_entropy_closed_form(tensors: Tensors, params: Params, reduction: str, 
     dim = 1 if x.dim() >= 2 else 0
     classes = x.shape[dim]
     eps = float(params["label_smoothing"])
-    kept = y != params["ignore_index"]
-    index = torch.where(kept, y, torch.zeros_like(y))  # an ignored position points at class 0 with weight 0
-    keep = kept.to(x.dtype)  # (a bool tensor times a Python float would round in float32)
     weight = tensors.get("weight")
     weight = weight.to(x.dtype) if weight is not None else None
-    w_y = weight[index] * keep if weight is not None else keep
+    keep, index, w_y, mass = index_target_mass(y, weight, params["ignore_index"], eps, classes, x.dtype)
     total_weight = w_y.sum()
     if reduction == "mean" and not bool(total_weight > 0):  # (a device sync on CUDA: one, before any work)
         return None
@@ -118,9 +115,6 @@ def cross_entropy_closed_form(tensors: Tensors, params: Params, reduction: str, 
     else:
         loss = per.sum()
         loss = loss / total_weight if reduction == "mean" else loss
-    mass = w_y * (1.0 - eps)
-    if eps:
-        mass = mass.add_(keep * weight.sum() * (eps / classes) if weight is not None else keep * eps)  # no sync
     grad = p.mul_(mass.unsqueeze(dim))  # p s, in p's memory
     if eps:
         uniform = keep.unsqueeze(dim) * weight.view(shape) if weight is not None else keep.unsqueeze(dim)

@@ -122,6 +122,21 @@ def bce_with_logits_hessian(t: dict[str, torch.Tensor], params: dict[str, Any], 
     return {role: h if role == "input" else torch.zeros_like(y) for role in wrt}
 
 
+def index_target_mass(y: torch.Tensor, weight: torch.Tensor | None, ignore_index: int, eps: float, classes: int,
+                      dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cross-entropy's per-position terms for class-index targets ``y``: ``keep`` (1 where y is not
+    ``ignore_index``, 0 where it is, in ``dtype``), ``index`` (y, ignored positions pointing at class 0), ``w_y``
+    (w[y], 0 where ignored; w ones without ``weight``) and ``mass``, the row's target mass
+    s = sum_c a_c = (1 - eps) w[y] + eps sum(w) / C with label smoothing ``eps``."""
+    kept = y != ignore_index
+    index = torch.where(kept, y, torch.zeros_like(y))
+    keep = kept.to(dtype)  # (a bool tensor times a Python float would round in float32)
+    w = weight.to(dtype) if weight is not None else None
+    w_y = w[index] * keep if w is not None else keep
+    mass = w_y * (1 - eps) + keep * (w.sum() if w is not None else classes) * (eps / classes)
+    return keep, index, w_y, mass
+
+
 def cross_entropy_hessian(t: dict[str, torch.Tensor], params: dict[str, Any], reduction: str,
                           wrt: tuple[str, ...], upstream: torch.Tensor | None) -> dict[str, torch.Tensor] | None:
     """-Σ_c a_c log softmax(x)_c with Σ_c a_c = s: s p_c (1 - p_c) in the logits, where s is the row's target
@@ -142,10 +157,7 @@ def cross_entropy_hessian(t: dict[str, torch.Tensor], params: dict[str, Any], re
         mass = (q * w.view(shape)).sum(dim=dim)
         denominator = math.prod(mass.shape) if mass.dim() else 1
     else:
-        kept = y != params["ignore_index"]
-        index = torch.where(kept, y, torch.zeros_like(y))
-        w_y = w[index] * kept
-        mass = w_y * (1 - eps) + kept.to(x.dtype) * (eps / classes) * w.sum()  # (bool * float would be float32)
+        _, _, w_y, mass = index_target_mass(y, weight, params["ignore_index"], eps, classes, x.dtype)
         denominator = float(w_y.sum())
     p = torch.softmax(x, dim=dim)
     h = p * (1 - p) * mass.unsqueeze(dim)
