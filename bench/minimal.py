@@ -2,10 +2,10 @@
 
 The echo (lossd.bench.echo) measures the transport alone; this measures the transport plus the computation, done
 the fastest way found for a Python gRPC service: parse the request with protobuf, view both tensors with
-``torch.frombuffer``, take the mean of squares with the kernels lossd itself uses (sub, dot), answer a
-ComputeResponse. It has none of lossd's machinery: no validation, limits, metrics, request ids, placement or
-streaming; it ignores the loss name and reduction and assumes float32 ``input`` and ``target`` sent as raw bytes.
-What lossd costs above it is what those features cost per call.
+``np.frombuffer``, take the mean of squares with the kernels lossd itself uses for small requests (numpy's
+subtract and dot, lossd.losses.small), answer a ComputeResponse. It has none of lossd's machinery: no validation,
+limits, metrics, request ids, placement or streaming; it ignores the loss name and reduction and assumes float32
+``input`` and ``target`` sent as raw bytes. What lossd costs above it is what those features cost per call.
 
 It runs on grpc's thread-pool server with two threads: with 1K-element calls from 16 callers on two cores that
 answered about 0.8x the echo's rate, where sixteen threads lost a quarter of that to contention for the GIL and
@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import struct
-import warnings
 
 import grpc
-import torch
+import numpy as np
 
 from lossd.bench.echo import serve_threads
 from lossd.v1 import loss_service_pb2 as pb
@@ -32,10 +31,10 @@ def mse_reply(request: bytes, context: grpc.ServicerContext | None = None) -> by
     """A serialized ComputeResponse holding mean((input - target)^2) of a serialized ComputeRequest's float32
     ``input`` and ``target`` (1-D views of their raw bytes)."""
     inputs = pb.ComputeRequest.FromString(request).inputs
-    x = torch.frombuffer(inputs["input"].raw_data, dtype=torch.float32)
-    y = torch.frombuffer(inputs["target"].raw_data, dtype=torch.float32)
+    x = np.frombuffer(inputs["input"].raw_data, np.float32)
+    y = np.frombuffer(inputs["target"].raw_data, np.float32)
     diff = x - y
-    value = torch.dot(diff, diff).item() / diff.numel()
+    value = float(np.dot(diff, diff)) / diff.size
     reply = pb.ComputeResponse(loss_name="mse", reduction="mean", device="cpu")
     reply.loss.dtype = pb.DTYPE_FLOAT32
     reply.loss.raw_data = _FLOAT.pack(value)
@@ -48,8 +47,6 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    # The request's bytes are read-only; torch warns once about viewing them, which says nothing here.
-    warnings.filterwarnings("ignore", message="The given buffer is not writable")
     handler = grpc.method_handlers_generic_handler("lossd.v1.LossService", {
         "Compute": grpc.unary_unary_rpc_method_handler(mse_reply),  # raw bytes in and out: parsed in the handler
     })

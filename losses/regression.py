@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lossd.losses import checks
+from lossd.losses import checks, small
 from lossd.losses.hessian import mse_hessian, zero_hessian
 from lossd.losses.reduction import reduce_loss
 from lossd.losses.spec import Kind, LossSpec, Param, Params, ParamType, Role, Tensors
@@ -156,6 +156,7 @@ def log_cosh(input: torch.Tensor, target: torch.Tensor, reduction: str = "mean")
 SPECS = (
     LossSpec(
         name="mse",
+        small_value=small.mse,
         hessian_fn=mse_hessian,
         hessian="elementwise",
         batchable=True,
@@ -173,6 +174,7 @@ SPECS = (
     ),
     LossSpec(
         name="mae",
+        small_value=small.mae,
         hessian_vanishes=True,
         hessian_fn=zero_hessian,
         hessian="elementwise",
@@ -192,6 +194,7 @@ SPECS = (
     ),
     LossSpec(
         name="huber",
+        small_value=small.huber,
         hessian_vanishes=True,
         hessian="elementwise",
         batchable=True,
@@ -212,6 +215,7 @@ SPECS = (
     ),
     LossSpec(
         name="smooth_l1",
+        small_value=small.smooth_l1,
         hessian_vanishes=True,
         hessian="elementwise",
         batchable=True,

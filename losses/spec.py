@@ -128,6 +128,10 @@ ValueAndGradFn = Callable[[Tensors, Params, str, tuple[str, ...], "torch.Tensor 
 # autograd (a closed form may cover only some parameters): it must equal autograd (tests/test_hessian.py).
 HessianFn = Callable[[Tensors, Params, str, tuple[str, ...], "torch.Tensor | None"],
                      "dict[str, torch.Tensor] | None"]
+# small_value(arrays, params, reduction) -> the loss as a numpy array, for value-only CPU requests small enough that
+# torch's per-operator dispatch would cost more than the arithmetic (lossd.losses.small). It must equal ``fn``
+# (tests/test_small.py), and the spec's ``check`` must then read shapes and dtypes only, never values.
+SmallValueFn = Callable[[Mapping[str, Any], Params, str], Any]
 HESSIAN_KINDS = ("elementwise", "rows")
 # param_resolver(name) -> a Param for a name outside ``params`` (e.g. weighted_sum's "huber.delta"), or None
 ParamResolver = Callable[[str], "Param | None"]
@@ -155,6 +159,7 @@ class LossSpec:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     param_resolver: ParamResolver | None = None
     value_and_grad: ValueAndGradFn | None = None
+    small_value: SmallValueFn | None = None
     # Whether requests may be batched (lossd.losses.batching): the unreduced loss lines up with dim 0
     # of input and target, and "mean" is its plain mean.
     batchable: bool = False

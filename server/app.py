@@ -24,6 +24,7 @@ from lossd.server.device import resolve_device
 from lossd.server.inference import InferenceModels
 from lossd.server.memory import retain_heap, trim_heap
 from lossd.server.metrics import MetricsEndpoint, ServerMetrics, lossd_version
+from lossd.server.pipeline import Pipeline
 from lossd.server.placement import placement_for
 from lossd.server.security import TokenAuthInterceptor, load_token_digests, server_credentials
 from lossd.server.servicer import LossServicer
@@ -78,6 +79,11 @@ class LossServer:
         if self.http_port is None:
             return None
         return self.address.rsplit(":", 1)[0] + f":{self.http_port}"
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The validation and evaluation every front shares (after start)."""
+        return self._servicer.pipeline
 
     async def start(self) -> None:
         """Bind, start serving, and report SERVING on the health service."""

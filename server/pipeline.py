@@ -28,9 +28,12 @@ from lossd.server.batching import Batcher
 from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, detached_tensor, fill_tensor
 from lossd.server.metrics import ServerMetrics
 from lossd.server.placement import Placement
+from lossd.server.plans import Plan, Plans, run_plan
 from lossd.server.shm import SharedMemoryAccess
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import wire
+
+_CPU = torch.device("cpu")
 
 
 class Outcome(NamedTuple):
@@ -56,6 +59,9 @@ class Pipeline:
         self._batcher = batcher
         self._max_request_elements = max_request_elements
         self._max_request_bytes = max_request_bytes
+        # Small value-only requests answered from a validated plan (lossd.server.plans); not while batching, which
+        # gathers small requests for the device instead.
+        self.plans = Plans() if batcher is None else None
 
     def _decode_inputs(self, parsed: wire.Parsed) -> dict[str, torch.Tensor]:
         if self._max_request_elements:
@@ -140,7 +146,27 @@ class Pipeline:
 
     def do(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
         """A Compute (``gradient`` False) or Gradient request's reply and its tensor element count."""
-        return self._finish(parsed, self.run(parsed, gradient))
+        if gradient or self.plans is None:
+            return self._finish(parsed, self.run(parsed, gradient))
+        hit = self.plans.lookup(parsed)
+        if hit is not None:
+            return self._planned(parsed, *hit)
+        outcome = self.run(parsed, gradient)
+        self.plans.learn(parsed, outcome.prepared, outcome.device)
+        return self._finish(parsed, outcome)
+
+    def _planned(self, parsed: wire.Parsed, plan: Plan, arrays: dict[str, Any]) -> tuple[wire.Outgoing, int]:
+        """The reply to a request with a plan: :meth:`_finish`'s, from the plan's kernel over its bytes."""
+        value, seconds = run_plan(plan, arrays)
+        self._metrics.computed(_CPU, seconds)
+        reply = pb.ComputeResponse(loss_name=plan.loss_name, reduction=plan.reduction, device="cpu")
+        if value.ndim == 0:  # a reduced loss: nearly every reply, filled as fill_tensor does
+            reply.loss.dtype = plan.wire_dtype
+            reply.loss.raw_data = value.tobytes()
+            return wire.Outgoing(reply), plan.elements
+        detached: list[wire.Detached] = []
+        self._reply_tensor(parsed.message, "loss", torch.from_numpy(value), reply, wire.LOSS, None, detached)
+        return wire.Outgoing(reply, detached), plan.elements
 
     async def do_batched(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
         """A small request: validated here, then batched with its like when it can be, else computed inline."""
