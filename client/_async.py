@@ -123,6 +123,10 @@ class AsyncLossClient(RequestBuilder):
         **arguments: Any,
     ) -> Value:
         """The loss: a float for reductions to a scalar ("mean", "sum"), an array for "none"."""
+        if self._tracer is None:  # the common case, without a Call to carry the request through
+            payload = self._plain_request(pb.ComputeRequest, loss, reduction, (), inputs, params, arguments, None)
+            if payload is not None:
+                return loss_of(await self._call(next(self._computes), payload, timeout))
         call = self._compute_call(loss, reduction, inputs, params, arguments)
         parsed = await self._send(call, self._computes, "compute", timeout)
         return loss_of(parsed)

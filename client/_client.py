@@ -121,6 +121,10 @@ class LossClient(RequestBuilder):
 
         Raises a :class:`LossError` subclass when the server refuses or the call fails.
         """
+        if self._tracer is None:  # the common case, without a Call to carry the request through
+            payload = self._plain_request(pb.ComputeRequest, loss, reduction, (), inputs, params, arguments, None)
+            if payload is not None:
+                return loss_of(self._call(next(self._computes), payload, timeout))
         call = self._compute_call(loss, reduction, inputs, params, arguments)
         parsed = self._send(call, self._computes, "compute", timeout)
         return loss_of(parsed)

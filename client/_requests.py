@@ -21,6 +21,7 @@ from lossd.client._codec import (
     append_plain,
     decode_array,
     encode_param,
+    is_tensor_like,
     reply_bound,
     split_arguments,
     tensor_parts,
@@ -181,9 +182,14 @@ class RequestBuilder:
         tensors, other byte orders or layouts, shared memory, streaming), for the general path."""
         if self._shm is not None:
             return None
-        kw_inputs, kw_params = split_arguments(arguments)
-        tensors = {**(inputs or {}), **kw_inputs}
-        given = {**(params or {}), **kw_params}
+        if inputs is None and params is None:  # compute("mse", input=x, target=y): one pass over the arguments
+            tensors, given = _split_plain(arguments)
+            if tensors is None:
+                return None  # a torch tensor: the general path converts it
+        else:
+            kw_inputs, kw_params = split_arguments(arguments)
+            tensors = {**(inputs or {}), **kw_inputs}
+            given = {**(params or {}), **kw_params}
         key = (cls, loss, reduction, wrt, hessian)
         head = None if given else self._heads.get(key)
         if head is None:
@@ -256,6 +262,21 @@ SERVICE_CONFIG = json.dumps({
                         "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"]},
     }],
 })
+
+
+def _split_plain(arguments: Mapping[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Keyword arguments as (numpy inputs, parameters), as :func:`split_arguments` splits them; (None, ...) when one
+    is a torch tensor."""
+    tensors: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    for name, value in arguments.items():
+        if type(value) is np.ndarray:
+            tensors[name] = value
+        elif is_tensor_like(value):
+            return None, params
+        else:
+            params[name] = value
+    return tensors, params
 
 
 def _target_list(targets: Sequence[str]) -> str:

@@ -197,9 +197,10 @@ class LossServer:
 
 def _add_loss_service(servicer: LossServicer, server: grpc.aio.Server) -> None:
     """Like the generated add_LossServiceServicer_to_server, with the zero-copy wire codec for tensors."""
+    plans = servicer.pipeline.plans
     handlers = {
-        "Compute": grpc.unary_unary_rpc_method_handler(
-            servicer.Compute, request_deserializer=wire.parse_compute_request,
+        "Compute": grpc.unary_unary_rpc_method_handler(  # the plans' parser matches planned requests unparsed
+            servicer.Compute, request_deserializer=plans.parse if plans is not None else wire.parse_compute_request,
             response_serializer=wire.serialize_message),
         "Gradient": grpc.unary_unary_rpc_method_handler(
             servicer.Gradient, request_deserializer=wire.parse_gradient_request,

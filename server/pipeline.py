@@ -28,7 +28,7 @@ from lossd.server.batching import Batcher
 from lossd.server.codec import TORCH_TO_WIRE, decode_params, decode_tensor, detached_tensor, fill_tensor
 from lossd.server.metrics import ServerMetrics
 from lossd.server.placement import Placement
-from lossd.server.plans import Plan, Plans, run_plan
+from lossd.server.plans import Plan, Planned, Plans, run_plan
 from lossd.server.shm import SharedMemoryAccess
 from lossd.v1 import loss_service_pb2 as pb
 from lossd.v1 import wire
@@ -144,26 +144,27 @@ class Pipeline:
             self._reply_tensor(None, role, h, reply, wire.HESSIANS, role, detached, request.response_encoding)
         return wire.Outgoing(reply, detached), elements
 
-    def do(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing, int]:
+    def do(self, parsed: wire.Parsed, gradient: bool) -> tuple[wire.Outgoing | wire.Encoded, int]:
         """A Compute (``gradient`` False) or Gradient request's reply and its tensor element count."""
         if gradient or self.plans is None:
             return self._finish(parsed, self.run(parsed, gradient))
-        hit = self.plans.lookup(parsed)
+        hit = parsed.planned if isinstance(parsed, Planned) else self.plans.lookup(parsed)
         if hit is not None:
             return self._planned(parsed, *hit)
         outcome = self.run(parsed, gradient)
         self.plans.learn(parsed, outcome.prepared, outcome.device)
         return self._finish(parsed, outcome)
 
-    def _planned(self, parsed: wire.Parsed, plan: Plan, arrays: dict[str, Any]) -> tuple[wire.Outgoing, int]:
-        """The reply to a request with a plan: :meth:`_finish`'s, from the plan's kernel over its bytes."""
+    def _planned(self, parsed: wire.Parsed, plan: Plan, arrays: dict[str, Any]
+                 ) -> tuple[wire.Outgoing | wire.Encoded, int]:
+        """The reply to a request with a plan: :meth:`_finish`'s, byte for byte, from the plan's kernel over its
+        bytes."""
         value, seconds = run_plan(plan, arrays)
         self._metrics.computed(_CPU, seconds)
+        if value.ndim == 0:  # a reduced loss: nearly every reply, assembled from the plan's encoded parts
+            before, after = plan.reply
+            return wire.Encoded(b"".join((before, value.tobytes(), after)), pb.ComputeResponse), plan.elements
         reply = pb.ComputeResponse(loss_name=plan.loss_name, reduction=plan.reduction, device="cpu")
-        if value.ndim == 0:  # a reduced loss: nearly every reply, filled as fill_tensor does
-            reply.loss.dtype = plan.wire_dtype
-            reply.loss.raw_data = value.tobytes()
-            return wire.Outgoing(reply), plan.elements
         detached: list[wire.Detached] = []
         self._reply_tensor(parsed.message, "loss", torch.from_numpy(value), reply, wire.LOSS, None, detached)
         return wire.Outgoing(reply, detached), plan.elements

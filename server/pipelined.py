@@ -99,7 +99,9 @@ class PipelineCall:
     def _fill(self, result: pb.PipelineResult, kind: str, outgoing: wire.Outgoing) -> int:
         """Put the reply into ``result``; its size, refused past the message limit (like a unary reply)."""
         reply = getattr(result, kind)
-        if outgoing.detached:  # large tensors were kept out of the message: bring them in, as one encoding
+        if isinstance(outgoing, wire.Encoded):  # a planned reply, already encoded
+            reply.MergeFromString(outgoing.data)
+        elif outgoing.detached:  # large tensors were kept out of the message: bring them in, as one encoding
             reply.MergeFromString(wire.serialize(outgoing.message, outgoing.detached))
         else:
             reply.CopyFrom(outgoing.message)

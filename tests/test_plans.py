@@ -60,7 +60,7 @@ def test_the_second_request_of_a_structure_is_answered_from_its_plan(cpu_server:
     with LossClient(cpu_server.address) as client:
         first, second = _pair(rng), _pair(rng)
         values = [client.compute("mse", input=x, target=y) for x, y in (first, second)]
-    assert (len(plans), plans.hits) == (1, 1)
+    assert (len(plans), plans.templates, plans.hits) == (1, 1, 1)
     for value, (x, y) in zip(values, (first, second), strict=True):
         assert value == pytest.approx(float(np.mean((x.astype(np.float64) - y) ** 2)), rel=1e-6)
 
@@ -253,3 +253,51 @@ def test_the_wire_parser_leaves_large_planned_requests_in_place(compute: grpc.Un
     encoded = request.SerializeToString()
     assert compute(encoded, timeout=30) == compute(encoded, timeout=30)
     assert plans.hits == 1
+
+
+def test_a_request_encoded_another_way_is_found_by_its_message(cpu_server: BackgroundServer, plans: Plans,
+                                                                compute: grpc.UnaryUnaryMultiCallable,
+                                                                rng: np.random.Generator) -> None:
+    """The same structure with its inputs in the other order: other bytes, so no template matches, but the parsed
+    message is the plan's; answered from it, with the right value."""
+    x, y = _pair(rng)
+    with LossClient(cpu_server.address) as client:
+        client.compute("mse", input=x, target=y)
+    reordered = pb.ComputeRequest(loss="mse")
+    reordered.inputs["target"].CopyFrom(encode_array(y))
+    reordered.inputs["input"].CopyFrom(encode_array(x))
+    reply = pb.ComputeResponse.FromString(compute(reordered.SerializeToString(), timeout=30))
+    assert plans.hits == 1
+    assert np.frombuffer(reply.loss.raw_data, np.float32)[0] == pytest.approx(np.mean((x - y) ** 2), rel=1e-6)
+
+
+def test_a_request_of_a_templates_length_with_other_bytes_is_not_matched(cpu_server: BackgroundServer,
+                                                                          plans: Plans,
+                                                                          rng: np.random.Generator) -> None:
+    """mse and mae requests of one layout have the same length and differ in the loss name's bytes alone: each is
+    answered as itself (every byte outside the tensors is compared)."""
+    x, y = _pair(rng)
+    with LossClient(cpu_server.address) as client:
+        got = [client.compute(loss, input=x, target=y) for loss in ("mse", "mae", "mse", "mae")]
+    assert plans.hits == 2
+    assert got[0] == got[2] == pytest.approx(float(np.mean((x - y) ** 2)), rel=1e-6)
+    assert got[1] == got[3] == pytest.approx(float(np.mean(np.abs(x - y))), rel=1e-6)
+
+
+def test_a_request_repeating_an_input_is_not_templated(cpu_server: BackgroundServer, plans: Plans,
+                                                       compute: grpc.UnaryUnaryMultiCallable,
+                                                       rng: np.random.Generator) -> None:
+    """Two map entries for "input" (protobuf keeps the last): the plan is learned from the message, but no byte
+    template is made of it; the same bytes again are parsed, and answered with the last entry's values."""
+    x, y, z = *_pair(rng), rng.standard_normal(64).astype(np.float32)
+    first = pb.ComputeRequest(loss="mse")
+    first.inputs["input"].CopyFrom(encode_array(z))
+    second = pb.ComputeRequest()
+    second.inputs["input"].CopyFrom(encode_array(x))
+    second.inputs["target"].CopyFrom(encode_array(y))
+    encoded = first.SerializeToString() + second.SerializeToString()  # a valid encoding: entries merge by key
+    replies = [pb.ComputeResponse.FromString(compute(encoded, timeout=30)) for _ in range(2)]
+    want = pytest.approx(float(np.mean((x - y) ** 2)), rel=1e-6)
+    assert [np.frombuffer(r.loss.raw_data, np.float32)[0] for r in replies] == [want, want]
+    assert (len(plans), plans.hits) == (1, 1)  # the second found by its message, not its bytes
+    assert plans.templates == 0

@@ -79,9 +79,12 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, int, int, int]]:
         pos = end
 
 
-# Public names for the other hand-written codecs (the Open Inference Protocol's, in lossd.server.v2_grpc).
+# Public names for the other hand-written codecs (the Open Inference Protocol's, in lossd.server.v2_grpc; the
+# server's request templates, in lossd.server.plans).
 varint = _varint
 fields = _fields
+LEN = _LEN
+RAW_DATA = _RAW_DATA
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ class Parsed:
     # must not raise, or the call fails as INTERNAL instead of being refused as a bad request.
     error: str | None = None
     size: int = 0  # bytes received
+    data: bytes | None = None  # the bytes received, when the parser was asked to keep them
 
     def raw_data(self, field_number: int, key: str | None, tensor: Any) -> bytes | memoryview:
         """The tensor's raw bytes, wherever they were left."""
@@ -234,10 +238,32 @@ class Outgoing:
     detached: Sequence[Detached] = ()
 
 
-def serialize_message(outgoing: Outgoing | Message) -> bytes:
-    """A gRPC serializer for plain messages and :class:`Outgoing` ones."""
+@dataclass(frozen=True)
+class Encoded:
+    """A message already encoded, sent as it is (a reply assembled from cached parts): it stands in for an
+    :class:`Outgoing` with nothing detached, and ``message`` decodes it for whoever needs its fields."""
+
+    data: bytes
+    cls: type[Message]
+    detached: Sequence[Detached] = ()
+
+    @property
+    def message(self) -> Any:
+        """The message, decoded."""
+        return self.cls.FromString(self.data)
+
+    @property
+    def reply_bytes(self) -> int:
+        """Its encoded size."""
+        return len(self.data)
+
+
+def serialize_message(outgoing: Outgoing | Encoded | Message) -> bytes:
+    """A gRPC serializer for plain messages, :class:`Outgoing` and :class:`Encoded` ones."""
     if isinstance(outgoing, Outgoing):
         return serialize(outgoing.message, outgoing.detached)
+    if isinstance(outgoing, Encoded):
+        return outgoing.data
     return outgoing.SerializeToString()
 
 
@@ -249,16 +275,19 @@ def _parser(cls: type[M], maps: Sequence[str] = (), singles: Sequence[str] = ())
     map_numbers = tuple(_number(cls, n) for n in maps)
     single_numbers = tuple(_number(cls, n) for n in singles)
 
-    def parse_message(data: bytes) -> Parsed:
+    def parse_message(data: bytes, keep: bool = False) -> Parsed:
         try:
             parsed = Parsed(cls.FromString(data)) if len(data) < DETACH_BYTES else parse(
                 cls, data, map_numbers, single_numbers)
         except (DecodeError, UnicodeDecodeError) as exc:
             parsed = Parsed(cls(), error=f"not a valid {cls.DESCRIPTOR.full_name} encoding ({exc})")
         parsed.size = len(data)
+        if keep:
+            parsed.data = data
         return parsed
 
-    parse_message.__doc__ = f"A gRPC deserializer for {cls.__name__} that leaves large raw_data in place."
+    parse_message.__doc__ = (f"A gRPC deserializer for {cls.__name__} that leaves large raw_data in place (``keep``: "
+                             "and keeps the bytes received, as ``Parsed.data``).")
     return parse_message
 
 
