@@ -116,6 +116,7 @@ class Plans:
     def __init__(self, capacity: int = CAPACITY) -> None:
         self._plans: dict[tuple[Any, ...], tuple[Plan, ...]] = {}
         self._templates: dict[int, tuple[Template, ...]] = {}  # by the encoding's length
+        self._templated: set[int] = set()  # the plans (by id) a template was sought for: once each
         self._capacity = capacity
         self._size = 0
         self.hits = 0
@@ -132,6 +133,7 @@ class Plans:
         """Forget every plan, and the count of hits."""
         self._plans.clear()
         self._templates.clear()
+        self._templated.clear()
         self._size = self.hits = 0
 
     def parse(self, data: bytes) -> wire.Parsed:
@@ -159,6 +161,8 @@ class Plans:
             arrays = _views(plan, request.inputs, parsed.raw) if plan.size == size else None
             if arrays is not None:
                 self.hits += 1
+                if parsed.data is not None and id(plan) not in self._templated:
+                    self._add_template(plan, parsed)  # a client encoding it otherwise than the request learned from
                 return plan, arrays
         return None  # the whole way says what is wrong with it, or learns this shape
 
@@ -184,15 +188,22 @@ class Plans:
         if self._size >= self._capacity:
             self._plans.clear()
             self._templates.clear()
+            self._templated.clear()
             self._size = 0  # (hits go on counting)
         key = head(request)
         kept = self._plans.get(key, ())
         self._plans[key] = (plan, *kept[:_PER_HEAD - 1])
         self._size += 1 if len(kept) < _PER_HEAD else 0
-        template = _template(plan, parsed) if parsed.data is not None else None
+        if parsed.data is not None:
+            self._add_template(plan, parsed)
+
+    def _add_template(self, plan: Plan, parsed: wire.Parsed) -> None:
+        """Keep the template of ``plan`` in ``parsed``'s encoding, if it has one (once per plan)."""
+        self._templated.add(id(plan))
+        template = _template(plan, parsed)
         if template is not None:
-            same_length = self._templates.get(len(parsed.data), ())
-            self._templates[len(parsed.data)] = (template, *same_length[:_PER_HEAD - 1])
+            length = len(parsed.data or b"")
+            self._templates[length] = (template, *self._templates.get(length, ())[:_PER_HEAD - 1])
 
 
 def _views(plan: Plan, inputs: Any, raw: dict[tuple[int, str | None], memoryview]) -> dict[str, np.ndarray] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ def token_matches(presented: str, digests: tuple[bytes, ...]) -> bool:
     return found
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+class TokenAuthInterceptor(grpc.ServerInterceptor):
     """Refuses calls without ``authorization: Bearer <token>`` naming a known token (UNAUTHENTICATED)."""
 
     def __init__(self, digests: tuple[bytes, ...], exempt_health: bool,
@@ -68,28 +68,27 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         self._exempt_health = exempt_health
         self._on_reject = on_reject
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-                                details: grpc.HandlerCallDetails) -> Any:
+    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
+                          details: grpc.HandlerCallDetails) -> Any:
         method = details.method or ""
         if self._exempt_health and method.startswith(_HEALTH_PREFIXES):
-            return await continuation(details)
+            return continuation(details)
         header = dict(details.invocation_metadata or ()).get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token and token_matches(token.strip(), self._digests):
-            return await continuation(details)
+            return continuation(details)
         self._on_reject("unauthenticated")
-        handler = await continuation(details)
-        return _refusal(handler, "missing or unknown bearer token (send 'authorization: Bearer <token>')")
+        return _refusal(continuation(details), "missing or unknown bearer token (send 'authorization: Bearer <token>')")
 
 
 def _refusal(handler: Any, message: str) -> Any:
     """A handler of the same kind as ``handler`` that answers UNAUTHENTICATED without running it."""
-    async def refuse_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    def refuse_unary(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover - makes this an async generator, as stream handlers are
+    def refuse_stream(request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover - makes this a generator, as stream handlers are
 
     if handler is None:
         return None

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from concurrent import futures
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,8 +66,13 @@ class LossServicer(pb_grpc.LossServiceServicer):
                  *, max_elements: int, inline_bytes: int, shm: SharedMemoryAccess | None = None,
                  max_stream_bytes: int = 2 << 30, batcher: Batcher | None = None, max_in_flight: int = 0,
                  max_request_elements: int = 0, max_deadline_s: float = 0.0, access_log: bool = False,
-                 max_request_memory_bytes: int = 0, tracer: Any = None) -> None:
+                 max_request_memory_bytes: int = 0, tracer: Any = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._registry = registry
+        # The event loop the streams, the REST front and the batcher run on; unary gRPC calls run on the server's
+        # threads (grpc's thread-pool server) and reach the loop only to batch.
+        self._loop = loop
+        self._lock = threading.Lock()  # the in-flight counts: kept by server threads and the loop alike
         self._pipeline = Pipeline(registry, placement, metrics, max_elements=max_elements,
                                   shm=shm or SharedMemoryAccess(""), batcher=batcher,
                                   max_request_elements=max_request_elements,
@@ -89,13 +96,13 @@ class LossServicer(pb_grpc.LossServiceServicer):
         # The largest reply a unary call may carry: the message limit less room for framing and metadata.
         self._max_reply_bytes = max(0, max_elements - _REPLY_SLACK)
 
-    async def Compute(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
-        return await self._serve("Compute", request.message.loss, request, context, self._compute,
-                                 self._compute_batched)
+    def Compute(self, request: wire.Parsed, context: grpc.ServicerContext) -> wire.Outgoing:
+        return self.serve_sync("Compute", request.message.loss, request, context, self._compute,
+                               self._compute_batched)
 
-    async def Gradient(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> wire.Outgoing:
-        return await self._serve("Gradient", request.message.loss, request, context, self._gradient,
-                                 self._gradient_batched)
+    def Gradient(self, request: wire.Parsed, context: grpc.ServicerContext) -> wire.Outgoing:
+        return self.serve_sync("Gradient", request.message.loss, request, context, self._gradient,
+                               self._gradient_batched)
 
     def _compute(self, parsed: wire.Parsed) -> tuple[wire.Outgoing, int]:
         return self._pipeline.do(parsed, gradient=False)
@@ -158,8 +165,8 @@ class LossServicer(pb_grpc.LossServiceServicer):
         :meth:`_serve`)."""
         return await self._serve(method, loss_name, request, context, work, batched, service)
 
-    async def ListLosses(self, request: wire.Parsed, context: grpc.aio.ServicerContext) -> pb.ListLossesResponse:
-        return await self._serve("ListLosses", request.message.name or None, request, context, self._do_list)
+    def ListLosses(self, request: wire.Parsed, context: grpc.ServicerContext) -> pb.ListLossesResponse:
+        return self.serve_sync("ListLosses", request.message.name or None, request, context, self._do_list)
 
     async def ComputeStream(self, parts: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async for part in self._serve_stream("ComputeStream", parts, context, "compute", self._compute):
@@ -241,6 +248,76 @@ class LossServicer(pb_grpc.LossServiceServicer):
                 if spans is not None:
                     spans.finish(code, label, elements, _device_of(response))
 
+    def serve_sync(self, method: str, loss_name: str | None, request: Any, context: grpc.ServicerContext,
+                   work: Callable[[Any], tuple[Any, int]],
+                   batched: Callable[[Any], Coroutine[Any, Any, tuple[Any, int]]] | None = None,
+                   service: str = SERVICE) -> Any:
+        """:meth:`_serve` for a unary gRPC call on one of the server's threads: the same admission, limits, errors,
+        metrics and tracing. A small request is computed on the calling thread, a large one on the compute
+        threads (dropped unrun if the call ends while it waits), a batched one through the event loop's batcher.
+
+        Small calls are served this way because grpc's thread-pool server hands a call to Python with fewer
+        wake-ups than grpc.aio (MSE over 1K floats from 16 callers on 2 cores: server CPU per call 363 us
+        against 493 us on grpc.aio, measured side by side).
+        """
+        started = time.perf_counter()
+        label = "all" if loss_name is None else (self._registry.canonical(loss_name) or UNKNOWN_LOSS)
+        request_id = self._begin(method, context)
+        code = grpc.StatusCode.OK
+        elements = bytes_out = 0
+        spans = response = None
+        ended = False
+        if self._tracer is not None:
+            spans = CallSpans(self._tracer, method, context.invocation_metadata(), service)
+            work = _traced(work, spans)
+        try:
+            self.admit()
+            if request.error:
+                raise invalid("request", request.error)
+            if request.size <= self._inline_bytes and self._batching and batched is not None:
+                assert self._loop is not None
+                response, elements = self._waited(asyncio.run_coroutine_threadsafe(batched(request), self._loop),
+                                                  context)
+            elif request.size <= self._inline_bytes and self._max_deadline_s is None:
+                response, elements = work(request)  # runs now: nothing to wait for or to expire in a queue
+            else:
+                timed = self._queued(method, started, work, context)
+                response, elements = self._waited(self._executor.submit(timed, request), context)
+            bytes_out = _reply_bytes(response)
+            if bytes_out > self._max_reply_bytes:
+                raise _reply_too_large(method, bytes_out, self._max_reply_bytes)
+            return response
+        except futures.CancelledError:  # the call ended (cancelled, or its deadline passed) while it waited
+            code = grpc.StatusCode.CANCELLED
+            context.abort(code, "the call ended before its computation ran")
+        except Exception as exc:
+            request_id = request_id or new_request_id()
+            failure = to_failure(exc, request_id)
+            code = failure.code
+            self._end(method, label, code, started, elements, request_id, request.size, bytes_out)
+            ended = True
+            if spans is not None:
+                spans.finish(code, label, elements, None)
+            context.set_trailing_metadata((*failure.trailing_metadata, (REQUEST_ID, request_id)))
+            context.abort(failure.code, failure.message)
+        finally:
+            if not ended:
+                self._end(method, label, code, started, elements, request_id, request.size, bytes_out)
+                if spans is not None:
+                    spans.finish(code, label, elements, _device_of(response))
+
+    def _waited(self, future: futures.Future[Any], context: grpc.ServicerContext) -> Any:
+        """``future``'s result; cancelled when the call ends first (a computation not yet started never runs), and
+        cut off after max_deadline_seconds (its thread finishes, its answer is dropped)."""
+        if not context.add_callback(future.cancel):
+            future.cancel()
+        try:
+            return future.result(timeout=self._max_deadline_s)
+        except futures.TimeoutError:
+            self._metrics.reject("deadline")
+            raise ComputeDeadlineError(f"the computation took longer than this server's limit of "
+                                       f"{self._max_deadline_s:g} s") from None
+
     @contextlib.asynccontextmanager
     async def _accounted(self, method: str, loss: str, context: grpc.aio.ServicerContext) -> AsyncIterator[_Call]:
         """One streamed call's bookkeeping: in-flight counts, admission, request id, errors to statuses,
@@ -278,10 +355,11 @@ class LossServicer(pb_grpc.LossServiceServicer):
         a small call's server time, spent for nobody when no one can correlate the id.
         """
         in_flight = self._metrics.in_flight_now
-        if method not in in_flight:
-            self._metrics.track_in_flight(method)
-        in_flight[method] += 1
-        self._active += 1
+        with self._lock:
+            if method not in in_flight:
+                self._metrics.track_in_flight(method)
+            in_flight[method] += 1
+            self._active += 1
         request_id = given_request_id(context)
         if request_id is None and self._access_log:
             request_id = new_request_id()
@@ -301,8 +379,9 @@ class LossServicer(pb_grpc.LossServiceServicer):
 
     def _end(self, method: str, loss: str, code: grpc.StatusCode, started: float, elements: int,
              request_id: str | None, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        self._active -= 1
-        self._metrics.in_flight_now[method] -= 1
+        with self._lock:
+            self._active -= 1
+            self._metrics.in_flight_now[method] -= 1
         self._last_call = time.monotonic()
         seconds = time.perf_counter() - started
         ok = code is grpc.StatusCode.OK
@@ -417,3 +496,16 @@ def _reply_bytes(response: Any) -> int:
         return size
     size = getattr(response, "ByteSize", None)
     return int(size()) if size is not None else 0  # a REST front's JSON metadata carries no tensors
+
+
+def on_pool(behaviour: Callable[..., Any], pool: futures.ThreadPoolExecutor | None) -> Callable[..., Any]:
+    """``behaviour`` as a handler grpc's thread-pool server runs on ``pool`` (its ``experimental_thread_pool``)
+    instead of the server's own threads; ``behaviour`` itself when ``pool`` is None."""
+    if pool is None:
+        return behaviour
+
+    def run(request: Any, context: grpc.ServicerContext) -> Any:
+        return behaviour(request, context)
+
+    run.experimental_thread_pool = pool  # type: ignore[attr-defined]
+    return run

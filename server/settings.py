@@ -58,10 +58,15 @@ class ServerSettings(BaseSettings):
     """On SIGTERM/SIGINT: how long in-flight calls may take to finish before they are cancelled."""
 
     compute_threads: int = Field(0, ge=0)
-    """Threads that run large computations off the event loop; 0 means one per CPU core."""
+    """Threads that run large computations (and the streams' requests); 0 means one per CPU core."""
 
     inline_bytes: int = Field(256 * 1024, ge=0)
-    """Requests with at most this many tensor bytes are computed on the event loop (a thread hop costs more)."""
+    """Requests with at most this many tensor bytes are computed on the thread that received them (a thread hop
+    costs more); larger ones on the compute threads."""
+
+    unary_threads: int = Field(0, ge=0)
+    """Threads serving the unary calls that carry tensors (Compute, Gradient, ModelInfer); 0 means 2 (more only
+    contend for the GIL), or max_in_flight + 1 when that is set, so that excess calls are shed, not queued."""
 
     heap_reuse_mb: int = Field(512, ge=0, le=2047)
     """Blocks up to this size are kept in the heap when freed and reused (no page faults on the next large

@@ -25,7 +25,7 @@ from lossd.server.inference import (
     InferReply,
     InferRequest,
 )
-from lossd.server.servicer import LossServicer
+from lossd.server.servicer import LossServicer, on_pool
 from lossd.v1 import wire
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -175,27 +175,25 @@ class InferenceServicer:
         self._servicer = servicer
         self._models = models
 
-    async def ServerLive(self, request: _Received, context: grpc.aio.ServicerContext) -> v2.ServerLiveResponse:
+    def ServerLive(self, request: _Received, context: grpc.ServicerContext) -> v2.ServerLiveResponse:
         return v2.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: _Received, context: grpc.aio.ServicerContext) -> v2.ServerReadyResponse:
+    def ServerReady(self, request: _Received, context: grpc.ServicerContext) -> v2.ServerReadyResponse:
         return v2.ServerReadyResponse(ready=not self._servicer.draining)
 
-    async def ModelReady(self, request: _Received, context: grpc.aio.ServicerContext) -> v2.ModelReadyResponse:
+    def ModelReady(self, request: _Received, context: grpc.ServicerContext) -> v2.ModelReadyResponse:
         # As Triton answers: ready false (not an error) for a name that is no model.
         message = request.message
         return v2.ModelReadyResponse(ready=not request.error and not self._servicer.draining
                                      and self._models.ready(message.name, message.version))
 
-    async def ServerMetadata(self, request: _Received,
-                             context: grpc.aio.ServicerContext) -> v2.ServerMetadataResponse:
+    def ServerMetadata(self, request: _Received, context: grpc.ServicerContext) -> v2.ServerMetadataResponse:
         def work(received: _Received) -> tuple[v2.ServerMetadataResponse, int]:
             return v2.ServerMetadataResponse(name=SERVER_NAME, version=self._models.server_version,
                                              extensions=EXTENSIONS), 0
-        return await self._servicer.serve("ServerMetadata", None, request, context, work, service=SERVICE_NAME)
+        return self._servicer.serve_sync("ServerMetadata", None, request, context, work, service=SERVICE_NAME)
 
-    async def ModelMetadata(self, request: _Received,
-                            context: grpc.aio.ServicerContext) -> v2.ModelMetadataResponse:
+    def ModelMetadata(self, request: _Received, context: grpc.ServicerContext) -> v2.ModelMetadataResponse:
         def work(received: _Received) -> tuple[v2.ModelMetadataResponse, int]:
             meta = self._models.metadata(received.message.name, received.message.version)
             reply = v2.ModelMetadataResponse(name=meta.name, versions=meta.versions, platform=meta.platform)
@@ -204,12 +202,12 @@ class InferenceServicer:
             for t in meta.outputs:
                 reply.outputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
             return reply, 0
-        return await self._servicer.serve("ModelMetadata", request.message.name, request, context, work,
-                                          service=SERVICE_NAME)
+        return self._servicer.serve_sync("ModelMetadata", request.message.name, request, context, work,
+                                         service=SERVICE_NAME)
 
-    async def ModelInfer(self, request: _Received, context: grpc.aio.ServicerContext) -> _Reply:
-        return await self._servicer.serve("ModelInfer", request.message.model_name, request, context, self._infer,
-                                          self._infer_batched, service=SERVICE_NAME)
+    def ModelInfer(self, request: _Received, context: grpc.ServicerContext) -> _Reply:
+        return self._servicer.serve_sync("ModelInfer", request.message.model_name, request, context, self._infer,
+                                         self._infer_batched, service=SERVICE_NAME)
 
     def _infer(self, received: _Received) -> tuple[Any, int]:
         request = infer_request(received)
@@ -222,8 +220,9 @@ class InferenceServicer:
         return _response(reply, request.typed_outputs), elements
 
 
-def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
-    """Register the service with generic handlers (one dict lookup a call) and the zero-copy codec."""
+def add_inference_service(servicer: InferenceServicer, server: grpc.Server, small_calls: Any = None) -> None:
+    """Register the service with generic handlers (one dict lookup a call) and the zero-copy codec; ModelInfer on
+    the server's pool for small calls (``small_calls``, see lossd.server.app), when given."""
     def unary(method: Any, request: type) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(method, request_deserializer=_parser(request),
                                                    response_serializer=serialize_infer_reply)
@@ -233,7 +232,7 @@ def add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) 
         "ModelReady": unary(servicer.ModelReady, v2.ModelReadyRequest),
         "ServerMetadata": unary(servicer.ServerMetadata, v2.ServerMetadataRequest),
         "ModelMetadata": unary(servicer.ModelMetadata, v2.ModelMetadataRequest),
-        "ModelInfer": grpc.unary_unary_rpc_method_handler(servicer.ModelInfer,
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(on_pool(servicer.ModelInfer, small_calls),
                                                           request_deserializer=parse_infer_request,
                                                           response_serializer=serialize_infer_reply),
     }

@@ -301,3 +301,17 @@ def test_a_request_repeating_an_input_is_not_templated(cpu_server: BackgroundSer
     assert [np.frombuffer(r.loss.raw_data, np.float32)[0] for r in replies] == [want, want]
     assert (len(plans), plans.hits) == (1, 1)  # the second found by its message, not its bytes
     assert plans.templates == 0
+
+
+def test_a_plan_learned_from_a_stream_item_gets_a_template_from_its_first_unary_call(
+        cpu_server: BackgroundServer, plans: Plans, rng: np.random.Generator) -> None:
+    """A Pipeline item teaches a plan but has no bytes of its own to template; the first unary call of that
+    structure is found by its message and leaves its encoding's template, which the next call matches."""
+    x, y = _pair(rng)
+    with LossClient(cpu_server.address) as client:
+        list(client.pipeline("mse", [{"input": x, "target": y}]))
+        assert (len(plans), plans.templates) == (1, 0)
+        client.compute("mse", input=x, target=y)
+        assert plans.templates == 1
+        client.compute("mse", input=x, target=y)
+    assert plans.hits == 2
