@@ -1,8 +1,10 @@
 """The ``lossd.v1.LossService`` implementation: the RPC plumbing around lossd.server.pipeline.
 
-``_serve`` (and ``_serve_stream`` for the streaming RPCs) is the one place that counts calls, times
-them, applies the limits, turns exceptions into statuses, tags each call with its request id, and
-decides whether a request is computed on the event loop, batched, or handed to the compute threads.
+``serve_sync`` (gRPC's unary calls, on the server's threads), ``_serve`` (the REST front's, on the event loop)
+and ``_serve_stream`` (the streaming RPCs, on the event loop through lossd.server.bridge) are the places that
+count calls, time them, apply the limits, turn exceptions into statuses, tag each call with its request id, and
+decide whether a request is computed where it was received, batched, or handed to the compute threads; they
+share their steps (``_open``, ``_refused``, ``_close``).
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
 
     @property
     def inline_bytes(self) -> int:
-        """Requests up to this size are computed on the event loop; larger ones on the compute threads."""
+        """Requests up to this size are computed where they were received; larger ones on the compute threads."""
         return self._inline_bytes
 
     @property
@@ -194,28 +196,21 @@ class LossServicer(pb_grpc.LossServiceServicer):
                      work: Callable[[Any], tuple[Any, int]],
                      batched: Callable[[Any], Awaitable[tuple[Any, int]]] | None = None,
                      service: str = SERVICE) -> Any:
-        """One unary call, with the bookkeeping of :meth:`_accounted` written out: this is every small
-        call's path, where an async context manager's generator costs more than the loss itself.
+        """One unary call of the REST front, with the bookkeeping of :meth:`_accounted` written out: this is every
+        small call's path, where an async context manager's generator costs more than the loss itself.
 
-        Every front calls this: lossd.v1, the Open Inference Protocol's gRPC service (``service``) and its
-        REST front, whose ``context`` stands in for grpc's. ``request`` has ``size`` (bytes received) and
+        The REST front calls this (its ``context`` stands in for grpc's), gRPC's unary calls :meth:`serve_sync`:
+        the same steps, on a server thread. ``request`` has ``size`` (bytes received) and
         ``error`` (set when its bytes did not decode); ``work`` computes it in place or on a compute thread,
         ``batched`` (when given and batching is on) is the way for small requests.
         """
-        started = time.perf_counter()
-        label = "all" if loss_name is None else (self._registry.canonical(loss_name) or UNKNOWN_LOSS)
-        request_id = self._begin(method, context)
+        started, label, request_id, spans, work = self._open(method, loss_name, context, work, service)
         code = grpc.StatusCode.OK
         elements = bytes_out = 0
-        spans = response = None
+        response = None
         ended = False
-        if self._tracer is not None:  # off: this test is all tracing costs
-            spans = CallSpans(self._tracer, method, context.invocation_metadata(), service)
-            work = _traced(work, spans)
         try:
-            self.admit()
-            if request.error:
-                raise invalid("request", request.error)
+            self._admit_request(request)
             if request.size <= self._inline_bytes and self._batching and batched is not None:
                 response, elements = await self.bounded(batched(request))
             elif request.size <= self._inline_bytes:
@@ -224,29 +219,20 @@ class LossServicer(pb_grpc.LossServiceServicer):
                 timed = self._queued(method, started, work, context)
                 loop = asyncio.get_running_loop()
                 response, elements = await self.bounded(loop.run_in_executor(self._executor, timed, request))
-            bytes_out = _reply_bytes(response)
-            if bytes_out > self._max_reply_bytes:
-                raise _reply_too_large(method, bytes_out, self._max_reply_bytes)
+            bytes_out = self._reply_size(method, response)
             return response
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
-            request_id = request_id or new_request_id()
-            failure = to_failure(exc, request_id)
-            code = failure.code
-            # Counted before the status is sent (abort sends it, then raises): whoever sees the refusal and then
-            # scrapes the metrics finds it there.
-            self._end(method, label, code, started, elements, request_id, request.size, bytes_out)
+            failure, request_id = self._refused(exc, method, label, started, elements, request_id, request.size,
+                                                bytes_out, spans)
             ended = True
-            if spans is not None:
-                spans.finish(code, label, elements, None)
             await self._abort(context, failure, request_id)
         finally:
             if not ended:
-                self._end(method, label, code, started, elements, request_id, request.size, bytes_out)
-                if spans is not None:
-                    spans.finish(code, label, elements, _device_of(response))
+                self._close(method, label, code, started, elements, request_id, request.size, bytes_out, spans,
+                            response)
 
     def serve_sync(self, method: str, loss_name: str | None, request: Any, context: grpc.ServicerContext,
                    work: Callable[[Any], tuple[Any, int]],
@@ -260,20 +246,13 @@ class LossServicer(pb_grpc.LossServiceServicer):
         wake-ups than grpc.aio (MSE over 1K floats from 16 callers on 2 cores: server CPU per call 363 us
         against 493 us on grpc.aio, measured side by side).
         """
-        started = time.perf_counter()
-        label = "all" if loss_name is None else (self._registry.canonical(loss_name) or UNKNOWN_LOSS)
-        request_id = self._begin(method, context)
+        started, label, request_id, spans, work = self._open(method, loss_name, context, work, service)
         code = grpc.StatusCode.OK
         elements = bytes_out = 0
-        spans = response = None
+        response = None
         ended = False
-        if self._tracer is not None:
-            spans = CallSpans(self._tracer, method, context.invocation_metadata(), service)
-            work = _traced(work, spans)
         try:
-            self.admit()
-            if request.error:
-                raise invalid("request", request.error)
+            self._admit_request(request)
             if request.size <= self._inline_bytes and self._batching and batched is not None:
                 assert self._loop is not None
                 response, elements = self._waited(asyncio.run_coroutine_threadsafe(batched(request), self._loop),
@@ -283,28 +262,63 @@ class LossServicer(pb_grpc.LossServiceServicer):
             else:
                 timed = self._queued(method, started, work, context)
                 response, elements = self._waited(self._executor.submit(timed, request), context)
-            bytes_out = _reply_bytes(response)
-            if bytes_out > self._max_reply_bytes:
-                raise _reply_too_large(method, bytes_out, self._max_reply_bytes)
+            bytes_out = self._reply_size(method, response)
             return response
         except futures.CancelledError:  # the call ended (cancelled, or its deadline passed) while it waited
             code = grpc.StatusCode.CANCELLED
             context.abort(code, "the call ended before its computation ran")
         except Exception as exc:
-            request_id = request_id or new_request_id()
-            failure = to_failure(exc, request_id)
-            code = failure.code
-            self._end(method, label, code, started, elements, request_id, request.size, bytes_out)
+            failure, request_id = self._refused(exc, method, label, started, elements, request_id, request.size,
+                                                bytes_out, spans)
             ended = True
-            if spans is not None:
-                spans.finish(code, label, elements, None)
             context.set_trailing_metadata((*failure.trailing_metadata, (REQUEST_ID, request_id)))
             context.abort(failure.code, failure.message)
         finally:
             if not ended:
-                self._end(method, label, code, started, elements, request_id, request.size, bytes_out)
-                if spans is not None:
-                    spans.finish(code, label, elements, _device_of(response))
+                self._close(method, label, code, started, elements, request_id, request.size, bytes_out, spans,
+                            response)
+
+    def _open(self, method: str, loss_name: str | None, context: Any, work: Callable[[Any], tuple[Any, int]],
+              service: str) -> tuple[float, str, str | None, Any, Callable[[Any], tuple[Any, int]]]:
+        """A unary call's start: its time, loss label, request id (counted in flight), spans and ``work`` (traced
+        when tracing is on)."""
+        started = time.perf_counter()
+        label = "all" if loss_name is None else (self._registry.canonical(loss_name) or UNKNOWN_LOSS)
+        request_id = self._begin(method, context)
+        spans = None
+        if self._tracer is not None:  # off: this test is all tracing costs
+            spans = CallSpans(self._tracer, method, context.invocation_metadata(), service)
+            work = _traced(work, spans)
+        return started, label, request_id, spans, work
+
+    def _admit_request(self, request: Any) -> None:
+        self.admit()
+        if request.error:
+            raise invalid("request", request.error)
+
+    def _reply_size(self, method: str, response: Any) -> int:
+        """The reply's bytes, refused past the message limit."""
+        size = _reply_bytes(response)
+        if size > self._max_reply_bytes:
+            raise _reply_too_large(method, size, self._max_reply_bytes)
+        return size
+
+    def _refused(self, exc: Exception, method: str, label: str, started: float, elements: int,
+                 request_id: str | None, bytes_in: int, bytes_out: int, spans: Any) -> tuple[RpcFailure, str]:
+        """The failure a unary call's exception becomes, and its request id. Counted before the status is sent
+        (abort sends it, then raises): whoever sees the refusal and then scrapes the metrics finds it there."""
+        request_id = request_id or new_request_id()
+        failure = to_failure(exc, request_id)
+        self._end(method, label, failure.code, started, elements, request_id, bytes_in, bytes_out)
+        if spans is not None:
+            spans.finish(failure.code, label, elements, None)
+        return failure, request_id
+
+    def _close(self, method: str, label: str, code: grpc.StatusCode, started: float, elements: int,
+               request_id: str | None, bytes_in: int, bytes_out: int, spans: Any, response: Any) -> None:
+        self._end(method, label, code, started, elements, request_id, bytes_in, bytes_out)
+        if spans is not None:
+            spans.finish(code, label, elements, _device_of(response))
 
     def _waited(self, future: futures.Future[Any], context: grpc.ServicerContext) -> Any:
         """``future``'s result; cancelled when the call ends first (a computation not yet started never runs), and

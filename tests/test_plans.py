@@ -172,23 +172,16 @@ def test_requests_sent_as_typed_lists_are_never_planned(cpu_server: BackgroundSe
     assert (len(plans), plans.hits) == (0, 0)
 
 
-def test_gradient_requests_take_the_whole_way(cpu_server: BackgroundServer, plans: Plans,
-                                              rng: np.random.Generator) -> None:
-    """Plans are for values: a Gradient call neither learns nor uses one."""
+@pytest.mark.parametrize(("method", "loss"), [("gradient", "mse"), ("compute", "log_cosh")],
+                         ids=["gradient", "no-small-kernel"])
+def test_calls_without_a_plan_take_the_whole_way_every_time(cpu_server: BackgroundServer, plans: Plans,
+                                                           rng: np.random.Generator, method: str, loss: str) -> None:
+    """Plans are for values of the losses with a small kernel: a Gradient call, or a loss without a numpy kernel
+    (log_cosh), neither learns nor uses one."""
     x, y = _pair(rng)
     with LossClient(cpu_server.address) as client:
         for _ in range(2):
-            client.gradient("mse", input=x, target=y)
-    assert (len(plans), plans.hits) == (0, 0)
-
-
-def test_losses_without_a_small_kernel_are_never_planned(cpu_server: BackgroundServer, plans: Plans,
-                                                         rng: np.random.Generator) -> None:
-    """log_cosh has no numpy kernel: validated every time."""
-    x, y = _pair(rng)
-    with LossClient(cpu_server.address) as client:
-        for _ in range(2):
-            client.compute("log_cosh", input=x, target=y)
+            getattr(client, method)(loss, input=x, target=y)
     assert (len(plans), plans.hits) == (0, 0)
 
 
