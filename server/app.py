@@ -162,7 +162,7 @@ class LossServer:
         while True:
             await asyncio.sleep(_IDLE_TRIM_S / 2)
             last = self._servicer.last_call
-            if last > trimmed_after and not self._servicer.active and time.monotonic() - last >= _IDLE_TRIM_S:
+            if last > trimmed_after and not self._servicer.active and time.perf_counter() - last >= _IDLE_TRIM_S:
                 trim_heap()
                 trimmed_after = last
 

@@ -17,7 +17,10 @@ _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 
 def given_request_id(context: Any) -> str | None:
     """The caller's x-request-id when it sent a sane one (<= 128 plain characters), else None."""
-    given = dict(context.invocation_metadata() or ()).get(REQUEST_ID, "")
+    given = ""
+    for key, value in context.invocation_metadata() or ():  # a handful of entries: no dict built for them
+        if key == REQUEST_ID:
+            given = value  # the last one, as a dict of them would keep
     if isinstance(given, str) and 0 < len(given) <= 128 and set(given) <= _REQUEST_ID_CHARS:
         return given
     return None

@@ -1,8 +1,9 @@
 """The event loop lossd serves on: uvloop where it is installed (the server extra brings it on Linux and
 macOS), else asyncio's own.
 
-grpc.aio and aiohttp run on any asyncio loop. uvloop's wake-ups cost less: a small call's server CPU
-measured about 10% lower at one call at a time and 5% lower at 16 (``lossd bench``'s small-call rows).
+The loop runs the streaming RPCs (lossd.server.bridge), the REST front (aiohttp) and the batcher; unary gRPC calls
+run on the server's threads. uvloop's wake-ups cost less: when unary calls ran on grpc.aio, a small call's server
+CPU measured about 10% lower at one call at a time and 5% lower at 16.
 """
 
 from __future__ import annotations

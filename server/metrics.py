@@ -72,7 +72,7 @@ class ServerMetrics:
                              tuple[CounterCell, HistogramCell, CounterCell, CounterCell, CounterCell]] = {}
         self._compute_children: dict[torch.device, HistogramCell] = {}
         self._queue_children: dict[str, HistogramCell] = {}
-        self.in_flight_now: dict[str, int] = {}
+        self.calls_in_flight = InFlight(self.in_flight)
 
     def observe(self, method: str, loss: str, code: grpc.StatusCode, seconds: float, elements: int,
                 bytes_in: int = 0, bytes_out: int = 0) -> None:
@@ -115,15 +115,41 @@ class ServerMetrics:
         """Count a call refused for ``reason`` (a fixed word: unauthenticated, busy, ...)."""
         self.rejected.labels(reason).inc()
 
-    def track_in_flight(self, method: str) -> None:
-        """Export ``in_flight[method]`` as the method's in-flight gauge, read when scraped.
 
-        The servicer counts in a plain dict on the event loop; a locked gauge update per call and
-        direction cost more than the scrape-time read.
-        """
-        if method not in self.in_flight_now:
-            self.in_flight_now[method] = 0
-            self.in_flight.labels(method).set_function(lambda: self.in_flight_now[method])
+
+class InFlight:
+    """Calls in flight, by method and in all, kept without a lock: a list per method whose length is the count
+    (``append`` and ``pop`` are atomic under the GIL, so the server's threads and the event loop count at once;
+    a lock taken twice per call measured about 8% of a small call's server CPU at c=16). Each method's gauge
+    reads its list's length when scraped."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._calls: dict[str, list[None]] = {}
+        self._all: list[None] = []
+
+    def enter(self, method: str) -> None:
+        """One more ``method`` call in flight."""
+        calls = self._calls.get(method)
+        if calls is None:
+            calls = self._calls.setdefault(method, [])
+            self._gauge.labels(method).set_function(lambda: len(calls))
+        calls.append(None)
+        self._all.append(None)
+
+    def leave(self, method: str) -> None:
+        """One ``method`` call fewer."""
+        self._calls[method].pop()
+        self._all.pop()
+
+    def now(self, method: str) -> int:
+        """``method`` calls in flight."""
+        return len(self._calls.get(method, ()))
+
+    @property
+    def total(self) -> int:
+        """Calls in flight, all methods."""
+        return len(self._all)
 
 
 class MetricsEndpoint:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent import futures
@@ -74,7 +73,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         # The event loop the streams, the REST front and the batcher run on; unary gRPC calls run on the server's
         # threads (grpc's thread-pool server) and reach the loop only to batch.
         self._loop = loop
-        self._lock = threading.Lock()  # the in-flight counts: kept by server threads and the loop alike
+        self._in_flight = metrics.calls_in_flight  # counted by the server's threads and the loop alike
         self._pipeline = Pipeline(registry, placement, metrics, max_elements=max_elements,
                                   shm=shm or SharedMemoryAccess(""), batcher=batcher,
                                   max_request_elements=max_request_elements,
@@ -89,7 +88,6 @@ class LossServicer(pb_grpc.LossServiceServicer):
         self._batching = batcher is not None
         self._max_in_flight = max_in_flight
         self._max_deadline_s = max_deadline_s or None
-        self._active = 0
         self._draining = False
         self._last_call = 0.0
         self._access_log = access_log
@@ -368,12 +366,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         made unless the call fails (refusals always carry one). Trailing metadata measured at about 5% of
         a small call's server time, spent for nobody when no one can correlate the id.
         """
-        in_flight = self._metrics.in_flight_now
-        with self._lock:
-            if method not in in_flight:
-                self._metrics.track_in_flight(method)
-            in_flight[method] += 1
-            self._active += 1
+        self._in_flight.enter(method)
         request_id = given_request_id(context)
         if request_id is None and self._access_log:
             request_id = new_request_id()
@@ -393,11 +386,10 @@ class LossServicer(pb_grpc.LossServiceServicer):
 
     def _end(self, method: str, loss: str, code: grpc.StatusCode, started: float, elements: int,
              request_id: str | None, bytes_in: int = 0, bytes_out: int = 0) -> None:
-        with self._lock:
-            self._active -= 1
-            self._metrics.in_flight_now[method] -= 1
-        self._last_call = time.monotonic()
-        seconds = time.perf_counter() - started
+        self._in_flight.leave(method)
+        now = time.perf_counter()
+        self._last_call = now
+        seconds = now - started
         ok = code is grpc.StatusCode.OK
         self._metrics.observe(method, loss, code, seconds, elements, bytes_in if ok else 0, bytes_out)
         if self._access_log:
@@ -422,11 +414,11 @@ class LossServicer(pb_grpc.LossServiceServicer):
     @property
     def active(self) -> int:
         """Calls being served now."""
-        return self._active
+        return self._in_flight.total
 
     @property
     def last_call(self) -> float:
-        """time.monotonic() when the latest call ended (0 before the first)."""
+        """time.perf_counter() when the latest call ended (0 before the first)."""
         return self._last_call
 
     def begin_drain(self) -> None:
@@ -438,7 +430,7 @@ class LossServicer(pb_grpc.LossServiceServicer):
         if self._draining:
             self._metrics.reject("shutting_down")
             raise ShuttingDownError("the server is shutting down; retry on another server")
-        if self._max_in_flight and self._active > self._max_in_flight:
+        if self._max_in_flight and self._in_flight.total > self._max_in_flight:
             self._metrics.reject("busy")
             raise ServerBusyError(f"server busy: {self._max_in_flight} calls in flight; retry later")
 

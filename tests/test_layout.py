@@ -62,7 +62,7 @@ def test_a_streamed_call_is_computed_on_a_compute_thread(where: tuple[_Where, Ba
     with LossClient(srv.address, timeout=30, stream_mb=0.05) as client:
         assert client.compute("where", input=big, target=big, reduction="sum") == 0.0
     assert loss.threads[-1].startswith("lossd-compute")
-    assert srv.server.metrics.in_flight_now.get("ComputeStream") == 0  # the stream was served, and has ended
+    assert srv.server.metrics.calls_in_flight.now("ComputeStream") == 0  # the stream was served, and has ended
 
 
 @pytest.mark.parametrize(("unary_threads", "max_in_flight", "expected"), [
