@@ -119,9 +119,8 @@ class ServerMetrics:
 
 class InFlight:
     """Calls in flight, by method and in all, kept without a lock: a list per method whose length is the count
-    (``append`` and ``pop`` are atomic under the GIL, so the server's threads and the event loop count at once;
-    a lock taken twice per call measured about 8% of a small call's server CPU at c=16). Each method's gauge
-    reads its list's length when scraped."""
+    (``append`` and ``pop`` are atomic under the GIL, so the server's threads and the event loop count at once
+    without taking a lock twice per call). Each method's gauge reads its list's length when scraped."""
 
     def __init__(self, gauge: Gauge) -> None:
         self._gauge = gauge

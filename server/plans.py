@@ -61,7 +61,6 @@ class Plan(NamedTuple):
     reduction: str
     loss_name: str
     dtype: np.dtype
-    wire_dtype: int
     inputs: tuple[Input, ...]
     elements: int
     # The request's encoded size as parsed. With the head, dtypes, shapes and raw lengths equal, anything more in
@@ -118,11 +117,10 @@ class Plans:
         self._templates: dict[int, tuple[Template, ...]] = {}  # by the encoding's length
         self._templated: set[int] = set()  # the plans (by id) a template was sought for: once each
         self._capacity = capacity
-        self._size = 0
         self.hits = 0
 
     def __len__(self) -> int:
-        return self._size
+        return sum(len(kept) for kept in self._plans.values())
 
     @property
     def templates(self) -> int:
@@ -134,7 +132,7 @@ class Plans:
         self._plans.clear()
         self._templates.clear()
         self._templated.clear()
-        self._size = self.hits = 0
+        self.hits = 0
 
     def parse(self, data: bytes) -> wire.Parsed:
         """A gRPC deserializer for Compute requests: a request matching a plan's template is not parsed (a
@@ -182,18 +180,14 @@ class Plans:
                                 len(t.shape) == 1))
         dtype = prepared.output_dtype
         plan = Plan(spec.small_value, dict(prepared.params), prepared.reduction, spec.name, NUMPY_FLOATS[dtype],
-                    TORCH_TO_WIRE[dtype], tuple(layout), sum(t.numel() for t in prepared.tensors.values()),
-                    request.ByteSize(), _reply_parts(spec.name, prepared.reduction, TORCH_TO_WIRE[dtype],
-                                                     NUMPY_FLOATS[dtype].itemsize))
-        if self._size >= self._capacity:
+                    tuple(layout), sum(t.numel() for t in prepared.tensors.values()), request.ByteSize(),
+                    _reply_parts(spec.name, prepared.reduction, TORCH_TO_WIRE[dtype], NUMPY_FLOATS[dtype].itemsize))
+        if len(self) >= self._capacity:
             self._plans.clear()
             self._templates.clear()
-            self._templated.clear()
-            self._size = 0  # (hits go on counting)
+            self._templated.clear()  # (hits go on counting)
         key = head(request)
-        kept = self._plans.get(key, ())
-        self._plans[key] = (plan, *kept[:_PER_HEAD - 1])
-        self._size += 1 if len(kept) < _PER_HEAD else 0
+        self._plans[key] = (plan, *self._plans.get(key, ())[:_PER_HEAD - 1])
         if parsed.data is not None:
             self._add_template(plan, parsed)
 
